@@ -1,0 +1,44 @@
+# Makefile for konvox_webhooks
+#
+#   make              build
+#   make install      install into the PostgreSQL found by pg_config
+#   make test         install what is missing, build, install, run every test
+#   make demo         a throwaway cluster, a receiver, each documented event
+#   make bench        the benchmark (see bench/RESULTS.md)
+
+MODULE_big = konvox_webhooks
+OBJS = konvox_webhooks.o worker.o http.o
+PGFILEDESC = "konvox_webhooks - webhook delivery from PostgreSQL"
+
+EXTENSION = konvox_webhooks
+DATA = konvox_webhooks--1.0.sql
+
+REGRESS = event_types endpoints emit emit_trigger send_test history
+REGRESS_OPTS = --temp-instance=./tmp_check_regress \
+	--temp-config=$(srcdir)/test/regress.conf --encoding=UTF8 --no-locale
+TAP_TESTS = 1
+
+PG_CPPFLAGS = $(shell curl-config --cflags 2>/dev/null)
+SHLIB_LINK = $(shell curl-config --libs 2>/dev/null || echo -lcurl)
+
+EXTRA_CLEAN = tmp_check_regress test/node_modules
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(wildcard $(PGXS)),)
+include $(PGXS)
+endif
+
+.PHONY: test demo bench deps
+
+deps:
+	@test/deps
+
+test:
+	@test/run-tests
+
+demo:
+	@test/demo
+
+bench:
+	@bench/run

@@ -1,0 +1,509 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *		Everything konvox_webhooks asks of libcurl.
+ *
+ * One multi handle drives every request through curl_multi_socket_action.
+ * libcurl tells us which sockets to watch (kw_socket_cb) and when to call it
+ * back (kw_timer_cb); we keep those sockets in an epoll set of our own, whose
+ * descriptor the worker adds to its WaitEventSet beside the latch.  So one
+ * process waits on thousands of requests, a commit wake-up and postmaster
+ * death at once.
+ *
+ * Nothing here opens a transaction, touches a table or raises an ERROR from
+ * inside a libcurl callback.  A failed request is an outcome written into the
+ * KwRequest, never an error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "utils/timestamp.h"
+
+#include "konvox_webhooks.h"
+
+#define KW_EPOLL_BATCH	256
+
+static CURLM *kw_multi = NULL;
+static int	kw_epfd = -1;
+static TimestampTz kw_timer_deadline = 0;	/* 0: libcurl wants no call */
+static int	kw_running = 0;
+
+/* finished requests, in order, linked through KwRequest.next_done */
+static KwRequest *kw_done_head = NULL;
+static KwRequest *kw_done_tail = NULL;
+
+static int	kw_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
+						 void *socketp);
+static int	kw_timer_cb(CURLM *multi, long timeout_ms, void *userp);
+static size_t kw_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata);
+static curl_socket_t kw_open_socket_cb(void *clientp, curlsocktype purpose,
+									   struct curl_sockaddr *address);
+static void kw_finish(KwRequest *req, CURLcode result);
+
+/*
+ * Set up libcurl, the multi handle and the epoll set.  Called once by the
+ * worker before its loop; failures here are configuration problems and so
+ * they are errors.
+ */
+void
+kw_http_init(void)
+{
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialize libcurl")));
+
+	kw_multi = curl_multi_init();
+	if (kw_multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl multi handle")));
+
+	kw_epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (kw_epfd < 0)
+		ereport(ERROR,
+				(errcode_for_socket_access(),
+				 errmsg("could not create epoll set: %m")));
+
+	curl_multi_setopt(kw_multi, CURLMOPT_SOCKETFUNCTION, kw_socket_cb);
+	curl_multi_setopt(kw_multi, CURLMOPT_TIMERFUNCTION, kw_timer_cb);
+	kw_http_configure(kw_max_concurrency);
+}
+
+/*
+ * Apply the connection cap.  Requests in flight never exceed it because the
+ * worker starts no more than max_concurrency of them; these limits keep the
+ * connection cache and per-host connections within the same bound.
+ */
+void
+kw_http_configure(int max_concurrency)
+{
+	curl_multi_setopt(kw_multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+					  (long) max_concurrency);
+	curl_multi_setopt(kw_multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+					  (long) max_concurrency);
+	curl_multi_setopt(kw_multi, CURLMOPT_MAXCONNECTS, (long) max_concurrency);
+}
+
+/* The descriptor that becomes readable when a watched socket is ready. */
+int
+kw_http_socket(void)
+{
+	return kw_epfd;
+}
+
+/*
+ * Milliseconds until libcurl wants to be called for its timers, or -1 when it
+ * has nothing scheduled.
+ */
+long
+kw_http_timeout(void)
+{
+	TimestampTz now;
+
+	if (kw_timer_deadline == 0)
+		return -1;
+	now = GetCurrentTimestamp();
+	if (now >= kw_timer_deadline)
+		return 0;
+	/* round up, so that we never wake a little too early and spin */
+	return (long) ((kw_timer_deadline - now + 999) / 1000);
+}
+
+/* Requests handed to libcurl and not yet finished. */
+int
+kw_http_in_flight(void)
+{
+	return kw_running;
+}
+
+/*
+ * libcurl's socket callback: watch s for what libcurl asks.  The descriptor
+ * may be new to the epoll set or reused after a close, so each operation
+ * falls back to the other.
+ */
+static int
+kw_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct epoll_event ev;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		epoll_ctl(kw_epfd, EPOLL_CTL_DEL, s, NULL);
+		return 0;
+	}
+
+	memset(&ev, 0, sizeof(ev));
+	if (what & CURL_POLL_IN)
+		ev.events |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		ev.events |= EPOLLOUT;
+	ev.data.fd = s;
+
+	if (epoll_ctl(kw_epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+		epoll_ctl(kw_epfd, EPOLL_CTL_ADD, s, &ev);
+	return 0;
+}
+
+/* libcurl's timer callback: remember when libcurl wants to be called. */
+static int
+kw_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	if (timeout_ms < 0)
+		kw_timer_deadline = 0;
+	else
+		kw_timer_deadline = GetCurrentTimestamp() +
+			(TimestampTz) timeout_ms * 1000;
+	return 0;
+}
+
+/*
+ * Keep the first KW_RESPONSE_BODY_CAP bytes of a response body and swallow
+ * the rest, so that a huge body costs neither memory nor a failed attempt.
+ */
+static size_t
+kw_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	KwRequest  *req = (KwRequest *) userdata;
+	size_t		len = size * nmemb;
+	size_t		room = KW_RESPONSE_BODY_CAP - req->response_len;
+
+	if (room > 0)
+	{
+		size_t		n = Min(len, room);
+
+		memcpy(req->response + req->response_len, ptr, n);
+		req->response_len += n;
+	}
+	return len;
+}
+
+/*
+ * Is an address one that webhook traffic may go to?  Loopback, private,
+ * link-local (where cloud metadata services live), shared, unspecified,
+ * multicast and reserved ranges are refused, unless
+ * konvox_webhooks.allow_private_targets is on.
+ */
+static bool
+kw_address_allowed(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+	{
+		uint32		a = ntohl(((const struct sockaddr_in *) sa)->sin_addr.s_addr);
+
+		if ((a >> 24) == 0 ||	/* 0.0.0.0/8 */
+			(a >> 24) == 10 ||	/* 10.0.0.0/8 */
+			(a >> 24) == 127 || /* 127.0.0.0/8 */
+			(a >> 22) == ((100 << 2) | 1) ||	/* 100.64.0.0/10 */
+			(a >> 16) == ((169 << 8) | 254) ||	/* 169.254.0.0/16 */
+			(a >> 20) == ((172 << 4) | 1) ||	/* 172.16.0.0/12 */
+			(a >> 16) == ((192 << 8) | 168) ||	/* 192.168.0.0/16 */
+			(a >> 28) >= 14)	/* 224.0.0.0/4, 240.0.0.0/4 */
+			return false;
+		return true;
+	}
+	if (sa->sa_family == AF_INET6)
+	{
+		const struct in6_addr *a6 = &((const struct sockaddr_in6 *) sa)->sin6_addr;
+		const uint8 *b = a6->s6_addr;
+
+		if (IN6_IS_ADDR_UNSPECIFIED(a6) || IN6_IS_ADDR_LOOPBACK(a6) ||
+			IN6_IS_ADDR_LINKLOCAL(a6) || IN6_IS_ADDR_MULTICAST(a6) ||
+			(b[0] & 0xfe) == 0xfc)	/* fc00::/7 */
+			return false;
+		if (IN6_IS_ADDR_V4MAPPED(a6) || IN6_IS_ADDR_V4COMPAT(a6))
+		{
+			struct sockaddr_in sin;
+
+			memset(&sin, 0, sizeof(sin));
+			sin.sin_family = AF_INET;
+			memcpy(&sin.sin_addr, b + 12, 4);
+			return kw_address_allowed((struct sockaddr *) &sin);
+		}
+		return true;
+	}
+	return false;
+}
+
+/*
+ * libcurl's open-socket callback: the one place where every connection's
+ * resolved address passes, so the address check happens here, after DNS,
+ * and a name that resolves to a private address cannot slip past it.
+ */
+static curl_socket_t
+kw_open_socket_cb(void *clientp, curlsocktype purpose,
+				  struct curl_sockaddr *address)
+{
+	KwRequest  *req = (KwRequest *) clientp;
+
+	if (!kw_allow_private_targets && !kw_address_allowed(&address->addr))
+	{
+		char		host[INET6_ADDRSTRLEN] = "?";
+
+		if (address->family == AF_INET)
+			inet_ntop(AF_INET,
+					  &((struct sockaddr_in *) &address->addr)->sin_addr,
+					  host, sizeof(host));
+		else if (address->family == AF_INET6)
+			inet_ntop(AF_INET6,
+					  &((struct sockaddr_in6 *) &address->addr)->sin6_addr,
+					  host, sizeof(host));
+		snprintf(req->errbuf, sizeof(req->errbuf),
+				 "target address %s is not allowed", host);
+		req->refused = true;
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype, address->protocol);
+}
+
+/*
+ * Hand one request to libcurl.  Its easy handle is made on first use and
+ * kept, with the options that never change, for the slot's next requests.
+ */
+void
+kw_http_start(KwRequest *req, int timeout_ms)
+{
+	CURL	   *easy = req->easy;
+	struct curl_slist *list = NULL;
+	char	   *line;
+	char	   *next;
+
+	req->status_code = 0;
+	req->succeeded = false;
+	req->error[0] = '\0';
+	req->errbuf[0] = '\0';
+	req->refused = false;
+	req->response_len = 0;
+	req->next_done = NULL;
+	req->started_at = GetCurrentTimestamp();
+
+	if (easy == NULL)
+	{
+		easy = curl_easy_init();
+		if (easy == NULL)
+		{
+			kw_finish(req, CURLE_OUT_OF_MEMORY);
+			return;
+		}
+		req->easy = easy;
+		curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+		curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+		curl_easy_setopt(easy, CURLOPT_PROXY, "");
+		curl_easy_setopt(easy, CURLOPT_USERAGENT, KW_USER_AGENT);
+		curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+		curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, kw_write_cb);
+		curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+		curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, kw_open_socket_cb);
+		curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
+		curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+		curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	}
+
+	/* one header per line of req->headers */
+	list = curl_slist_append(list, "Content-Type: application/json");
+	list = curl_slist_append(list, "Expect:");
+	for (line = req->headers.data; line && *line; line = next)
+	{
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		list = curl_slist_append(list, line);
+	}
+	if (list == NULL)
+	{
+		kw_finish(req, CURLE_OUT_OF_MEMORY);
+		return;
+	}
+	req->header_list = list;
+
+	curl_easy_setopt(easy, CURLOPT_URL, req->url.data);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, list);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body.data);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) req->body.len);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) timeout_ms);
+
+	if (curl_multi_add_handle(kw_multi, easy) != CURLM_OK)
+	{
+		kw_finish(req, CURLE_FAILED_INIT);
+		return;
+	}
+	kw_running++;
+}
+
+/*
+ * Let libcurl do what is ready: read the sockets that epoll reports, fire
+ * libcurl's timer when it is due, and collect finished transfers.  Never
+ * blocks.
+ */
+void
+kw_http_drive(void)
+{
+	struct epoll_event events[KW_EPOLL_BATCH];
+	CURLMsg    *msg;
+	int			msgs_left;
+	int			still_running;
+	int			n;
+
+	do
+	{
+		n = epoll_wait(kw_epfd, events, KW_EPOLL_BATCH, 0);
+		for (int i = 0; i < n; i++)
+		{
+			int			flags = 0;
+
+			if (events[i].events & EPOLLIN)
+				flags |= CURL_CSELECT_IN;
+			if (events[i].events & EPOLLOUT)
+				flags |= CURL_CSELECT_OUT;
+			if (events[i].events & (EPOLLERR | EPOLLHUP))
+				flags |= CURL_CSELECT_ERR;
+			curl_multi_socket_action(kw_multi, events[i].data.fd, flags,
+									 &still_running);
+		}
+	} while (n == KW_EPOLL_BATCH);
+
+	if (kw_timer_deadline != 0 && GetCurrentTimestamp() >= kw_timer_deadline)
+	{
+		kw_timer_deadline = 0;
+		curl_multi_socket_action(kw_multi, CURL_SOCKET_TIMEOUT, 0,
+								 &still_running);
+	}
+
+	while ((msg = curl_multi_info_read(kw_multi, &msgs_left)) != NULL)
+	{
+		KwRequest  *req;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+		curl_multi_remove_handle(kw_multi, msg->easy_handle);
+		kw_running--;
+		kw_finish(req, msg->data.result);
+	}
+}
+
+/*
+ * Turn libcurl's verdict into the request's outcome and queue the request
+ * for the worker.  2xx is success; any other status, a redirect included,
+ * and any transport error is a failed attempt described in words.
+ */
+static void
+kw_finish(KwRequest *req, CURLcode result)
+{
+	long		code = 0;
+
+	req->finished_at = GetCurrentTimestamp();
+	if (req->easy)
+		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &code);
+	req->status_code = (int) code;
+
+	if (result == CURLE_OK && code >= 200 && code <= 299)
+		req->succeeded = true;
+	else if (result == CURLE_OK)
+		snprintf(req->error, sizeof(req->error), "HTTP %ld", code);
+	else if (req->refused)
+		strlcpy(req->error, req->errbuf, sizeof(req->error));
+	else
+		strlcpy(req->error, curl_easy_strerror(result), sizeof(req->error));
+
+	if (req->header_list)
+	{
+		curl_slist_free_all((struct curl_slist *) req->header_list);
+		req->header_list = NULL;
+	}
+
+	if (kw_done_tail)
+		kw_done_tail->next_done = req;
+	else
+		kw_done_head = req;
+	kw_done_tail = req;
+	req->next_done = NULL;
+}
+
+/* The next finished request, or NULL when none is waiting. */
+KwRequest *
+kw_http_next_done(void)
+{
+	KwRequest  *req = kw_done_head;
+
+	if (req)
+	{
+		kw_done_head = req->next_done;
+		if (kw_done_head == NULL)
+			kw_done_tail = NULL;
+		req->next_done = NULL;
+	}
+	return req;
+}
+
+/*
+ * Drop a request without an outcome: it is removed from libcurl, and its
+ * delivery, never recorded, stays pending and is sent again.
+ */
+void
+kw_http_abandon(KwRequest *req)
+{
+	if (req->easy && req->header_list)
+	{
+		curl_multi_remove_handle(kw_multi, req->easy);
+		kw_running--;
+		curl_slist_free_all((struct curl_slist *) req->header_list);
+		req->header_list = NULL;
+	}
+}
+
+/*
+ * Is url one that an endpoint may have?  Returns NULL if so, else a sentence
+ * saying what is wrong, for the caller's errdetail.
+ */
+const char *
+kw_http_check_url(const char *url)
+{
+	CURLU	   *h;
+	CURLUcode	rc;
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	char	   *user = NULL;
+	char	   *password = NULL;
+	const char *problem = NULL;
+
+	for (const char *p = url; *p; p++)
+	{
+		if ((unsigned char) *p <= ' ' || *p == 0x7f)
+			return "The URL contains a space or a control character.";
+	}
+
+	h = curl_url();
+	if (h == NULL)
+		return "Out of memory while parsing the URL.";
+
+	rc = curl_url_set(h, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
+	if (rc != CURLUE_OK)
+		problem = "The URL could not be parsed.";
+	else if (curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+			 (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
+		problem = "Only http and https URLs are allowed.";
+	else if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+			 host[0] == '\0')
+		problem = "The URL has no host.";
+	else if (curl_url_get(h, CURLUPART_USER, &user, 0) == CURLUE_OK ||
+			 curl_url_get(h, CURLUPART_PASSWORD, &password, 0) == CURLUE_OK)
+		problem = "The URL contains credentials.";
+
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(user);
+	curl_free(password);
+	curl_url_cleanup(h);
+	return problem;
+}

@@ -1,0 +1,105 @@
+/*-------------------------------------------------------------------------
+ *
+ * konvox_webhooks.h
+ *		Shared types, settings and prototypes of konvox_webhooks.
+ *
+ * The extension is split by what the code touches: konvox_webhooks.c holds
+ * the SQL-callable functions, settings and shared memory; worker.c the
+ * background worker, which reads and writes tables through SPI; http.c
+ * everything that speaks to libcurl.  http.c never opens a transaction and
+ * worker.c never calls libcurl.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef KONVOX_WEBHOOKS_H
+#define KONVOX_WEBHOOKS_H
+
+#include "datatype/timestamp.h"
+#include "lib/stringinfo.h"
+#include "port/atomics.h"
+
+#define KW_VERSION			"1.0"
+#define KW_USER_AGENT		"konvox_webhooks/" KW_VERSION
+#define KW_WORKER_TYPE		"konvox_webhooks worker"
+
+/* Bytes of a response body kept in delivery_attempts.response_body. */
+#define KW_RESPONSE_BODY_CAP	4096
+
+/* Longest error text recorded for an attempt. */
+#define KW_ERROR_LEN		256
+
+/* Settings; see _PG_init for their meaning and defaults. */
+extern char *kw_database_name;
+extern int	kw_max_attempts;
+extern int	kw_request_timeout;
+extern int	kw_retry_base_delay;
+extern int	kw_max_concurrency;
+extern int	kw_max_payload_size;
+extern bool kw_allow_private_targets;
+
+/*
+ * State shared between the worker and the backends that wake it.  Only
+ * plain values: the worker is found through its PGPROC number.
+ */
+typedef struct KwSharedState
+{
+	pg_atomic_uint32 worker_procno; /* INVALID_PGPROCNO when not running */
+	pg_atomic_uint32 worker_pid;
+	pg_atomic_uint32 in_flight;		/* requests handed to libcurl */
+} KwSharedState;
+
+extern KwSharedState *kw_shared;
+
+/*
+ * One HTTP request and, once it has finished, its outcome.  The worker fills
+ * the first part, http.c the second.  Every buffer is owned by the request
+ * and reused when the slot is used again, so a long run allocates nothing
+ * per delivery.
+ */
+typedef struct KwRequest
+{
+	/* set by the worker */
+	int64		delivery_id;
+	int32		attempt;		/* the number of this attempt, from 1 */
+	StringInfoData url;
+	StringInfoData body;
+	StringInfoData headers;		/* "Name: value\n" lines */
+
+	/* set by http.c */
+	TimestampTz started_at;
+	TimestampTz finished_at;
+	int			status_code;	/* 0 when no response came */
+	bool		succeeded;		/* 2xx */
+	char		error[KW_ERROR_LEN];	/* empty on success */
+	char	   *response;		/* KW_RESPONSE_BODY_CAP + 1 bytes */
+	int			response_len;
+
+	/* private to http.c */
+	void	   *easy;
+	void	   *header_list;
+	char		errbuf[KW_ERROR_LEN];
+	bool		refused;		/* the target address is not allowed */
+	struct KwRequest *next_done;
+} KwRequest;
+
+/* konvox_webhooks.c */
+extern void kw_wake_worker(void);
+extern bool kw_sign(StringInfo out, const char *secret, const char *msg_id,
+					int64 timestamp, const char *body, int body_len);
+
+/* worker.c */
+extern PGDLLEXPORT void kw_worker_main(Datum main_arg);
+
+/* http.c */
+extern void kw_http_init(void);
+extern void kw_http_configure(int max_concurrency);
+extern int	kw_http_socket(void);
+extern long kw_http_timeout(void);
+extern void kw_http_start(KwRequest *req, int timeout_ms);
+extern void kw_http_drive(void);
+extern KwRequest *kw_http_next_done(void);
+extern int	kw_http_in_flight(void);
+extern void kw_http_abandon(KwRequest *req);
+extern const char *kw_http_check_url(const char *url);
+
+#endif							/* KONVOX_WEBHOOKS_H */

@@ -1,0 +1,136 @@
+#!/usr/bin/python3
+"""A scriptable webhook receiver for the konvox_webhooks tests.
+
+Binds 127.0.0.1 on an ephemeral port, writes the port to --port-file once it
+listens, and appends one JSON line per request to --log:
+
+    {"t": arrival (unix seconds), "method", "path", "query",
+     "headers": {lower-case name: value}, "body_b64", "status"}
+
+How it answers is scripted by the query string of the URL the endpoint was
+registered with, so every endpoint of a test can behave differently:
+
+    status=N       answer N (default 200)
+    fail_first=K   answer 500 to the first K requests to this path, then status
+    delay_ms=N     wait N ms before answering
+    body_bytes=N   answer with a body of N bytes
+    reset=1        close the connection without answering
+
+A POST to /_control/<path>?status=... replaces the script of <path>, e.g. to
+make a failing receiver recover.
+"""
+
+import argparse
+import base64
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+lock = threading.Lock()
+counts = {}
+overrides = {}
+log_file = None
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def do_GET(self):
+        self.answer(200, b"ok")
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+
+        if url.path.startswith("/_control/"):
+            target = url.path[len("/_control"):]
+            with lock:
+                overrides[target] = parse_qs(url.query)
+            self.answer(200, b"ok")
+            return
+
+        with lock:
+            script = overrides.get(url.path) or parse_qs(url.query)
+            counts[url.path] = counts.get(url.path, 0) + 1
+            nth = counts[url.path]
+
+        def opt(name, default=0):
+            return int(script.get(name, [default])[0])
+
+        status = opt("status", 200)
+        if nth <= opt("fail_first"):
+            status = 500
+        if opt("reset"):
+            status = 0
+
+        record = {
+            "t": time.time(),
+            "method": self.command,
+            "path": url.path,
+            "query": url.query,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body_b64": base64.b64encode(body).decode(),
+            "status": status,
+        }
+        with lock:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+
+        if opt("delay_ms"):
+            time.sleep(opt("delay_ms") / 1000.0)
+        if status == 0:
+            # an abrupt close: RST instead of a response
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
+        self.answer(status, b"x" * opt("body_bytes") or b"ok")
+
+    def answer(self, status, body):
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+
+def main():
+    global log_file
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port-file", required=True)
+    ap.add_argument("--log", required=True)
+    args = ap.parse_args()
+
+    log_file = open(args.log, "a", buffering=1)
+    server = Server(("127.0.0.1", 0), Handler)
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(server.server_address[1]))
+    os.rename(tmp, args.port_file)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

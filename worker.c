@@ -1,0 +1,849 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *		The konvox_webhooks background worker: claims due deliveries, hands
+ *		them to http.c, and records every attempt.
+ *
+ * The worker runs one loop:
+ *
+ *	 1. claim: in a short read-only transaction, read up to N due pending
+ *		deliveries with their event and endpoint, build each request body and
+ *		its headers, and commit;
+ *	 2. send: hand the requests to libcurl, with no transaction open;
+ *	 3. record: in one statement of a new transaction, write the outcome of
+ *		every finished request to deliveries and delivery_attempts;
+ *	 4. sleep on the latch, the sockets and libcurl's timer, until a commit
+ *		wakes us, a response arrives or the next retry falls due.
+ *
+ * A delivery stays 'pending' while its request is in flight; the worker
+ * remembers the deliveries it is sending in a hash table and skips them when
+ * it reads the queue again.  Nothing about the flight is written down, so a
+ * crash at any moment leaves every unrecorded delivery 'pending' and due, and
+ * the next worker sends it again: delivery is at least once.
+ *
+ * Reading the queue walks the due index from a cursor, so that a backlog of
+ * a million rows is read once, not once per batch.  When a read comes back
+ * short the worker has caught up and the cursor goes back to the start, which
+ * also picks up rows committed late with an early next_attempt_at.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+#include <sys/resource.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/pg_prng.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "konvox_webhooks.h"
+
+/* Most deliveries read by one claim. */
+#define KW_CLAIM_BATCH		1000
+
+/* How long to wait before looking again for a missing extension. */
+#define KW_MISSING_RECHECK_MS	5000
+
+/* Look at the queue at least this often, whatever else happens. */
+#define KW_IDLE_RECHECK_MS	60000
+
+/* Request buffers larger than this are given back after use. */
+#define KW_BUFFER_KEEP		(64 * 1024)
+
+/* An entry of the in-flight table. */
+typedef struct KwInFlight
+{
+	int64		delivery_id;
+} KwInFlight;
+
+static MemoryContext kw_worker_context;
+static MemoryContext kw_loop_context;
+static HTAB *kw_in_flight;
+
+/* request slots: all of them, and those not in use */
+static KwRequest **kw_slots = NULL;
+static int	kw_nslots = 0;
+static KwRequest **kw_free = NULL;
+static int	kw_nfree = 0;
+
+/* finished requests waiting to be recorded */
+static KwRequest **kw_results = NULL;
+static int	kw_nresults = 0;
+
+/* claimed in the current claim transaction, not yet started */
+static KwRequest **kw_claimed = NULL;
+static int	kw_nclaimed = 0;
+
+/* where the next claim starts reading the due index */
+static TimestampTz kw_cursor_at = DT_NOBEGIN;
+static int64 kw_cursor_id = 0;
+
+/* the queue may hold due rows we have not read */
+static bool kw_more_due = true;
+
+/*
+ * When to read the queue again if nothing wakes us: the earliest future
+ * retry we know of, and never later than KW_IDLE_RECHECK_MS from the last
+ * read, as a safety net for rows written without waking the worker.
+ */
+static TimestampTz kw_next_due = 0;
+
+/* the extension was missing at the last look */
+static bool kw_extension_missing = false;
+
+static SPIPlanPtr kw_claim_plan = NULL;
+static SPIPlanPtr kw_next_due_plan = NULL;
+static SPIPlanPtr kw_record_plan = NULL;
+
+static void kw_worker_exit(int code, Datum arg);
+static void kw_ensure_slots(int n);
+static bool kw_extension_ready(void);
+static void kw_claim(int limit);
+static void kw_prepare_request(KwRequest *req, HeapTuple tuple,
+							   TupleDesc desc, TimestampTz now);
+static void kw_record(void);
+static void kw_release_results(void);
+
+/*
+ * How many deliveries a claim may read now: the free slots within the
+ * concurrency cap, but only once a quarter of the cap is free (or nothing is
+ * in flight), so that claims come in useful batches.
+ */
+static int
+kw_claim_room(void)
+{
+	int			in_flight = kw_http_in_flight();
+	int			room = Min(kw_nfree, kw_max_concurrency - in_flight);
+
+	if (room <= 0)
+		return 0;
+	if (room < Max(1, kw_max_concurrency / 4) && in_flight > 0)
+		return 0;
+	return room;
+}
+
+/*
+ * Entry point of the worker, registered by _PG_init.
+ */
+void
+kw_worker_main(Datum main_arg)
+{
+	WaitEventSet *wait_set;
+	struct rlimit rl;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(kw_database_name, NULL, 0);
+
+	/*
+	 * Our results are written with synchronous_commit off: a crash may lose
+	 * the last moment of them, and those deliveries are simply sent again.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/* sockets to receivers count against the descriptor limit */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max)
+	{
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+
+	kw_worker_context = AllocSetContextCreate(TopMemoryContext,
+											  "konvox_webhooks worker",
+											  ALLOCSET_DEFAULT_SIZES);
+
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(KwInFlight);
+		ctl.hcxt = kw_worker_context;
+		kw_in_flight = hash_create("konvox_webhooks in flight", 1024, &ctl,
+								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+
+	kw_http_init();
+	kw_ensure_slots(kw_max_concurrency);
+
+	wait_set = CreateWaitEventSet(kw_worker_context, 3);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL,
+					  NULL);
+	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, kw_http_socket(), NULL,
+					  NULL);
+
+	pg_atomic_write_u32(&kw_shared->worker_pid, (uint32) MyProcPid);
+	pg_atomic_write_u32(&kw_shared->worker_procno, (uint32) MyProc->pgprocno);
+	before_shmem_exit(kw_worker_exit, (Datum) 0);
+
+	ereport(LOG,
+			(errmsg("konvox_webhooks worker started for database \"%s\"",
+					kw_database_name)));
+
+	kw_loop_context = AllocSetContextCreate(kw_worker_context,
+											"konvox_webhooks worker loop",
+											ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		WaitEvent	event;
+		long		timeout;
+		KwRequest  *req;
+
+		MemoryContextReset(kw_loop_context);
+		MemoryContextSwitchTo(kw_loop_context);
+		CHECK_FOR_INTERRUPTS();
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			kw_http_configure(kw_max_concurrency);
+			kw_ensure_slots(kw_max_concurrency);
+			kw_more_due = true;
+		}
+
+		/* progress on the sockets, then record what has finished */
+		kw_http_drive();
+		while ((req = kw_http_next_done()) != NULL)
+			kw_results[kw_nresults++] = req;
+		pg_atomic_write_u32(&kw_shared->in_flight,
+							(uint32) kw_http_in_flight());
+		if (kw_nresults > 0)
+			kw_record();
+
+		if (ShutdownRequestPending)
+			break;
+
+		if (GetCurrentTimestamp() >= kw_next_due)
+			kw_more_due = true;
+		if (kw_more_due && kw_claim_room() > 0)
+			kw_claim(Min(kw_claim_room(), KW_CLAIM_BATCH));
+
+		/* sleep until a wake-up, a socket, libcurl's timer or a due retry */
+		if (kw_extension_missing)
+			timeout = KW_MISSING_RECHECK_MS;
+		else if (kw_more_due && kw_claim_room() > 0)
+			timeout = 0;
+		else
+		{
+			long		secs;
+			int			usecs;
+
+			TimestampDifference(GetCurrentTimestamp(), kw_next_due,
+								&secs, &usecs);
+			timeout = secs * 1000 + (usecs + 999) / 1000;
+		}
+		if (kw_http_timeout() >= 0)
+			timeout = Min(timeout, kw_http_timeout());
+		if (kw_http_in_flight() == 0)
+			pgstat_report_activity(STATE_IDLE, NULL);
+
+		if (WaitEventSetWait(wait_set, timeout, &event, 1,
+							 PG_WAIT_EXTENSION) > 0 &&
+			(event.events & WL_LATCH_SET))
+		{
+			ResetLatch(MyLatch);
+			kw_more_due = true;
+		}
+	}
+
+	/*
+	 * Shutdown: what has finished is already recorded; what is still in
+	 * flight stays pending and goes out again after the restart.
+	 */
+	ereport(LOG,
+			(errmsg("konvox_webhooks worker shutting down, %d requests in flight left pending",
+					kw_http_in_flight())));
+	proc_exit(1);
+}
+
+/* Forget the worker in shared memory, so that nobody wakes a stale latch. */
+static void
+kw_worker_exit(int code, Datum arg)
+{
+	pg_atomic_write_u32(&kw_shared->worker_procno, INVALID_PGPROCNO);
+	pg_atomic_write_u32(&kw_shared->worker_pid, 0);
+	pg_atomic_write_u32(&kw_shared->in_flight, 0);
+}
+
+/*
+ * Make sure there are at least n request slots.  Slots are never freed: a
+ * lower max_concurrency just leaves some unused.
+ */
+static void
+kw_ensure_slots(int n)
+{
+	MemoryContext old;
+
+	if (n <= kw_nslots)
+		return;
+
+	old = MemoryContextSwitchTo(kw_worker_context);
+	if (kw_slots == NULL)
+	{
+		kw_slots = palloc(sizeof(KwRequest *) * n);
+		kw_free = palloc(sizeof(KwRequest *) * n);
+		kw_results = palloc(sizeof(KwRequest *) * n);
+		kw_claimed = palloc(sizeof(KwRequest *) * n);
+	}
+	else
+	{
+		kw_slots = repalloc(kw_slots, sizeof(KwRequest *) * n);
+		kw_free = repalloc(kw_free, sizeof(KwRequest *) * n);
+		kw_results = repalloc(kw_results, sizeof(KwRequest *) * n);
+		kw_claimed = repalloc(kw_claimed, sizeof(KwRequest *) * n);
+	}
+	for (int i = kw_nslots; i < n; i++)
+	{
+		KwRequest  *req = palloc0(sizeof(KwRequest));
+
+		initStringInfo(&req->url);
+		initStringInfo(&req->body);
+		initStringInfo(&req->headers);
+		req->response = palloc(KW_RESPONSE_BODY_CAP + 1);
+		kw_slots[i] = req;
+		kw_free[kw_nfree++] = req;
+	}
+	kw_nslots = n;
+	MemoryContextSwitchTo(old);
+}
+
+/* Give a slot back, shrinking buffers that one large payload grew. */
+static void
+kw_free_slot(KwRequest *req)
+{
+	MemoryContext old = MemoryContextSwitchTo(kw_worker_context);
+
+	if (req->body.maxlen > KW_BUFFER_KEEP)
+	{
+		pfree(req->body.data);
+		initStringInfo(&req->body);
+	}
+	MemoryContextSwitchTo(old);
+	kw_free[kw_nfree++] = req;
+}
+
+/*
+ * Start a transaction for a unit of the worker's work, as worker_spi does.
+ */
+static void
+kw_begin(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* Commit the transaction kw_begin started. */
+static void
+kw_commit(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+}
+
+/*
+ * After an error in one of our transactions: report it, roll back, and carry
+ * on.  The worker must outlive a dropped extension or a bad row.
+ */
+static void
+kw_recover(void)
+{
+	HOLD_INTERRUPTS();
+	EmitErrorReport();
+	AbortCurrentTransaction();
+	FlushErrorState();
+	RESUME_INTERRUPTS();
+	MemoryContextSwitchTo(kw_worker_context);
+}
+
+/*
+ * Is the extension installed in our database?  Called inside a transaction.
+ * Says so in the log only when the answer changes.
+ */
+static bool
+kw_extension_ready(void)
+{
+	bool		ready = OidIsValid(get_extension_oid("konvox_webhooks", true));
+
+	if (!ready && !kw_extension_missing)
+		ereport(LOG,
+				(errmsg("konvox_webhooks worker waiting: extension \"konvox_webhooks\" is not installed in database \"%s\"",
+						kw_database_name),
+				 errhint("Run CREATE EXTENSION konvox_webhooks in that database.")));
+	else if (ready && kw_extension_missing)
+		ereport(LOG,
+				(errmsg("konvox_webhooks worker found the extension in database \"%s\"",
+						kw_database_name)));
+	kw_extension_missing = !ready;
+	return ready;
+}
+
+/* Prepare a statement once and keep it for the life of the worker. */
+static SPIPlanPtr
+kw_keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * Read up to limit due deliveries, prepare their requests, commit, and only
+ * then start sending them.
+ */
+static void
+kw_claim(int limit)
+{
+	MemoryContext old = CurrentMemoryContext;
+	uint64		nread = 0;
+
+	kw_nclaimed = 0;
+	PG_TRY();
+	{
+		kw_begin("claiming deliveries");
+		if (kw_extension_ready())
+		{
+			Datum		args[3];
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (kw_claim_plan == NULL)
+			{
+				Oid			types[3] = {TIMESTAMPTZOID, INT8OID, INT4OID};
+
+				kw_claim_plan = kw_keep_plan(
+					"SELECT d.id, d.attempts, d.next_attempt_at, ev.id,"
+					"       ev.event, ev.company_id, ev.created_at, ev.data,"
+					"       ep.url, ep.secret,"
+					"       CASE WHEN ep.previous_secret_expires_at > now()"
+					"            THEN ep.previous_secret END"
+					"  FROM webhooks.deliveries d"
+					"  JOIN webhooks.events ev ON ev.id = d.event_id"
+					"  JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id"
+					" WHERE d.status = 'pending'"
+					"   AND d.next_attempt_at <= now()"
+					"   AND (d.next_attempt_at, d.id) > ($1, $2)"
+					" ORDER BY d.next_attempt_at, d.id"
+					" LIMIT $3",
+					3, types);
+				kw_next_due_plan = kw_keep_plan(
+					"SELECT min(next_attempt_at) FROM webhooks.deliveries"
+					" WHERE status = 'pending' AND next_attempt_at > now()",
+					0, NULL);
+			}
+
+			args[0] = TimestampTzGetDatum(kw_cursor_at);
+			args[1] = Int64GetDatum(kw_cursor_id);
+			args[2] = Int32GetDatum(limit);
+			if (SPI_execute_plan(kw_claim_plan, args, NULL, true, 0) !=
+				SPI_OK_SELECT)
+				elog(ERROR, "could not read due deliveries");
+
+			nread = SPI_processed;
+			for (uint64 i = 0; i < nread; i++)
+			{
+				HeapTuple	tuple = SPI_tuptable->vals[i];
+				TupleDesc	desc = SPI_tuptable->tupdesc;
+				bool		isnull;
+				int64		id;
+
+				id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+				if (i == nread - 1)
+				{
+					kw_cursor_id = id;
+					kw_cursor_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 3,
+																	 &isnull));
+				}
+				if (hash_search(kw_in_flight, &id, HASH_FIND, NULL) != NULL)
+					continue;
+
+				kw_claimed[kw_nclaimed] = kw_free[--kw_nfree];
+				kw_prepare_request(kw_claimed[kw_nclaimed++], tuple, desc, now);
+			}
+
+			/* a short read: we have caught up, so look from the start */
+			kw_more_due = (nread == (uint64) limit);
+			kw_next_due = GetCurrentTimestamp() +
+				(TimestampTz) KW_IDLE_RECHECK_MS * 1000;
+			if (!kw_more_due)
+			{
+				kw_cursor_at = DT_NOBEGIN;
+				kw_cursor_id = 0;
+				if (SPI_execute_plan(kw_next_due_plan, NULL, NULL, true, 1) ==
+					SPI_OK_SELECT && SPI_processed == 1)
+				{
+					bool		isnull;
+					Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 1,
+												  &isnull);
+
+					if (!isnull && DatumGetTimestampTz(d) < kw_next_due)
+						kw_next_due = DatumGetTimestampTz(d);
+				}
+			}
+		}
+		kw_commit();
+	}
+	PG_CATCH();
+	{
+		kw_recover();
+		while (kw_nclaimed > 0)
+			kw_free_slot(kw_claimed[--kw_nclaimed]);
+		kw_more_due = false;
+		kw_next_due = GetCurrentTimestamp() +
+			(TimestampTz) KW_MISSING_RECHECK_MS * 1000;
+		kw_cursor_at = DT_NOBEGIN;
+		kw_cursor_id = 0;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+
+	/* the transaction is over: now, and only now, send */
+	if (kw_nclaimed > 0)
+		pgstat_report_activity(STATE_RUNNING, "delivering webhooks");
+	for (int i = 0; i < kw_nclaimed; i++)
+	{
+		KwRequest  *req = kw_claimed[i];
+
+		hash_search(kw_in_flight, &req->delivery_id, HASH_ENTER, NULL);
+		kw_http_start(req, kw_request_timeout);
+	}
+	kw_nclaimed = 0;
+}
+
+/*
+ * Format a timestamp the way the envelope wants it: UTC, milliseconds, Z.
+ */
+static void
+kw_append_timestamp(StringInfo buf, TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range")));
+	appendStringInfo(buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+					 tm.tm_year, tm.tm_mon, tm.tm_mday,
+					 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) (fsec / 1000));
+}
+
+/*
+ * Fill a request slot from one claimed row: the URL, the envelope (the same
+ * bytes on every attempt, as they depend only on the stored event) and the
+ * headers of this attempt.
+ */
+static void
+kw_prepare_request(KwRequest *req, HeapTuple tuple, TupleDesc desc,
+				   TimestampTz now)
+{
+	bool		isnull;
+	char	   *event_id;
+	char	   *secret;
+	char	   *previous_secret;
+	Jsonb	   *data;
+	int64		unix_now;
+
+	req->delivery_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+	req->attempt = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull)) + 1;
+	event_id = DatumGetCString(DirectFunctionCall1(uuid_out,
+												   SPI_getbinval(tuple, desc, 4,
+																 &isnull)));
+
+	resetStringInfo(&req->url);
+	appendStringInfoString(&req->url, SPI_getvalue(tuple, desc, 9));
+
+	resetStringInfo(&req->body);
+	appendStringInfoString(&req->body, "{\"event\": ");
+	escape_json(&req->body, TextDatumGetCString(SPI_getbinval(tuple, desc, 5,
+															  &isnull)));
+	appendStringInfoString(&req->body, ", \"timestamp\": \"");
+	kw_append_timestamp(&req->body,
+						DatumGetTimestampTz(SPI_getbinval(tuple, desc, 7,
+														  &isnull)));
+	appendStringInfoString(&req->body, "\", \"companyId\": ");
+	escape_json(&req->body, TextDatumGetCString(SPI_getbinval(tuple, desc, 6,
+															  &isnull)));
+	appendStringInfoString(&req->body, ", \"data\": ");
+	data = DatumGetJsonbP(SPI_getbinval(tuple, desc, 8, &isnull));
+	(void) JsonbToCString(&req->body, &data->root, VARSIZE(data));
+	appendStringInfoChar(&req->body, '}');
+
+	/* receivers read JSON as UTF-8 */
+	if (GetDatabaseEncoding() != PG_UTF8)
+	{
+		char	   *utf8 = pg_server_to_any(req->body.data, req->body.len,
+											PG_UTF8);
+
+		if (utf8 != req->body.data)
+		{
+			resetStringInfo(&req->body);
+			appendStringInfoString(&req->body, utf8);
+		}
+	}
+
+	/* Standard Webhooks headers, signed with every live secret */
+	unix_now = (int64) (now / USECS_PER_SEC) +
+		(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY;
+	secret = SPI_getvalue(tuple, desc, 10);
+	previous_secret = SPI_getvalue(tuple, desc, 11);
+
+	resetStringInfo(&req->headers);
+	appendStringInfo(&req->headers,
+					 "webhook-id: %s\nwebhook-timestamp: " INT64_FORMAT
+					 "\nwebhook-signature: ",
+					 event_id, unix_now);
+	kw_sign(&req->headers, secret, event_id, unix_now,
+			req->body.data, req->body.len);
+	if (previous_secret != NULL)
+	{
+		appendStringInfoChar(&req->headers, ' ');
+		kw_sign(&req->headers, previous_secret, event_id, unix_now,
+				req->body.data, req->body.len);
+	}
+}
+
+/*
+ * Copy a response body into text that the database will take: invalid or
+ * NUL bytes become '?', so that one odd receiver cannot fail a whole batch.
+ */
+static text *
+kw_response_text(KwRequest *req)
+{
+	StringInfoData buf;
+	int			encoding = GetDatabaseEncoding();
+	const char *p = req->response;
+	int			left = req->response_len;
+
+	initStringInfo(&buf);
+	while (left > 0)
+	{
+		int			len = pg_encoding_verifymbchar(encoding, p, left);
+
+		if (len <= 0)
+		{
+			appendStringInfoChar(&buf, '?');
+			len = 1;
+		}
+		else
+			appendBinaryStringInfo(&buf, p, len);
+		p += len;
+		left -= len;
+	}
+	return cstring_to_text_with_len(buf.data, buf.len);
+}
+
+/* Build a one-dimensional array of n datums of a type, with nulls. */
+static Datum
+kw_array(Datum *values, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs,
+											  elemtype, typlen, typbyval,
+											  typalign));
+}
+
+/*
+ * Write the outcome of every finished request: one statement updates the
+ * deliveries and inserts the attempts.  A delivery that someone changed or
+ * removed meanwhile is left alone and gets no attempt row.
+ */
+static void
+kw_record(void)
+{
+	MemoryContext old = CurrentMemoryContext;
+	int			n = kw_nresults;
+
+	PG_TRY();
+	{
+		kw_begin("recording delivery results");
+		if (kw_extension_ready())
+		{
+			Datum	   *ids = palloc(sizeof(Datum) * n);
+			Datum	   *attempts = palloc(sizeof(Datum) * n);
+			Datum	   *statuses = palloc(sizeof(Datum) * n);
+			Datum	   *codes = palloc(sizeof(Datum) * n);
+			Datum	   *errors = palloc(sizeof(Datum) * n);
+			Datum	   *started = palloc(sizeof(Datum) * n);
+			Datum	   *durations = palloc(sizeof(Datum) * n);
+			Datum	   *bodies = palloc(sizeof(Datum) * n);
+			Datum	   *next_at = palloc(sizeof(Datum) * n);
+			Datum	   *finished = palloc(sizeof(Datum) * n);
+			bool	   *code_nulls = palloc(sizeof(bool) * n);
+			bool	   *error_nulls = palloc(sizeof(bool) * n);
+			bool	   *body_nulls = palloc(sizeof(bool) * n);
+			bool	   *next_nulls = palloc(sizeof(bool) * n);
+			bool	   *finished_nulls = palloc(sizeof(bool) * n);
+			Datum		args[10];
+
+			if (kw_record_plan == NULL)
+			{
+				Oid			types[10] = {INT8ARRAYOID, INT4ARRAYOID,
+					TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+					TIMESTAMPTZARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID,
+				TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+
+				kw_record_plan = kw_keep_plan(
+					"WITH r AS ("
+					"  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+					"    AS r(id, attempt, status, status_code, error, started_at,"
+					"         duration_ms, response_body, next_attempt_at,"
+					"         finished_at)"
+					"), u AS ("
+					"  UPDATE webhooks.deliveries d"
+					"     SET status = r.status, attempts = r.attempt,"
+					"         next_attempt_at = r.next_attempt_at,"
+					"         last_status_code = r.status_code,"
+					"         last_error = r.error, finished_at = r.finished_at"
+					"    FROM r"
+					"   WHERE d.id = r.id AND d.status = 'pending'"
+					"     AND d.attempts = r.attempt - 1"
+					"  RETURNING d.id"
+					")"
+					"INSERT INTO webhooks.delivery_attempts"
+					"  (delivery_id, attempt, started_at, duration_ms,"
+					"   status_code, error, response_body, next_attempt_at)"
+					"SELECT r.id, r.attempt, r.started_at, r.duration_ms,"
+					"       r.status_code, r.error, r.response_body,"
+					"       r.next_attempt_at"
+					"  FROM r JOIN u ON u.id = r.id",
+					10, types);
+			}
+
+			for (int i = 0; i < n; i++)
+			{
+				KwRequest  *req = kw_results[i];
+				const char *status;
+				TimestampTz retry_at = 0;
+
+				if (req->succeeded)
+					status = "delivered";
+				else if (req->attempt >= kw_max_attempts)
+					status = "failed";
+				else
+				{
+					/* base * 2^(n-1), with jitter of +-10% */
+					double		delay_ms = (double) kw_retry_base_delay *
+						pow(2.0, req->attempt - 1) *
+						(0.9 + 0.2 * pg_prng_double(&pg_global_prng_state));
+
+					status = "pending";
+					retry_at = req->finished_at +
+						(TimestampTz) (delay_ms * 1000.0);
+				}
+
+				ids[i] = Int64GetDatum(req->delivery_id);
+				attempts[i] = Int32GetDatum(req->attempt);
+				statuses[i] = CStringGetTextDatum(status);
+				codes[i] = Int32GetDatum(req->status_code);
+				code_nulls[i] = (req->status_code == 0);
+				errors[i] = CStringGetTextDatum(req->error);
+				error_nulls[i] = req->succeeded;
+				started[i] = TimestampTzGetDatum(req->started_at);
+				durations[i] = Float8GetDatum(
+					(double) (req->finished_at - req->started_at) / 1000.0);
+				body_nulls[i] = (req->response_len == 0);
+				bodies[i] = body_nulls[i] ? (Datum) 0 :
+					PointerGetDatum(kw_response_text(req));
+				next_at[i] = TimestampTzGetDatum(retry_at);
+				next_nulls[i] = (retry_at == 0);
+				finished[i] = TimestampTzGetDatum(req->finished_at);
+				finished_nulls[i] = (retry_at != 0);
+
+				elog(DEBUG1, "konvox_webhooks: delivery " INT64_FORMAT
+					 " attempt %d: %s%s%s",
+					 req->delivery_id, req->attempt, status,
+					 req->succeeded ? "" : ", ",
+					 req->succeeded ? "" : req->error);
+			}
+
+			args[0] = kw_array(ids, NULL, n, INT8OID);
+			args[1] = kw_array(attempts, NULL, n, INT4OID);
+			args[2] = kw_array(statuses, NULL, n, TEXTOID);
+			args[3] = kw_array(codes, code_nulls, n, INT4OID);
+			args[4] = kw_array(errors, error_nulls, n, TEXTOID);
+			args[5] = kw_array(started, NULL, n, TIMESTAMPTZOID);
+			args[6] = kw_array(durations, NULL, n, FLOAT8OID);
+			args[7] = kw_array(bodies, body_nulls, n, TEXTOID);
+			args[8] = kw_array(next_at, next_nulls, n, TIMESTAMPTZOID);
+			args[9] = kw_array(finished, finished_nulls, n, TIMESTAMPTZOID);
+
+			if (SPI_execute_plan(kw_record_plan, args, NULL, false, 0) !=
+				SPI_OK_INSERT)
+				elog(ERROR, "could not record delivery results");
+
+			/* a retry may now be due earlier than anything we knew of */
+			for (int i = 0; i < n; i++)
+			{
+				if (!next_nulls[i] &&
+					DatumGetTimestampTz(next_at[i]) < kw_next_due)
+					kw_next_due = DatumGetTimestampTz(next_at[i]);
+			}
+		}
+		kw_commit();
+	}
+	PG_CATCH();
+	{
+		/* unrecorded deliveries stay pending and are sent again */
+		kw_recover();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+
+	kw_release_results();
+}
+
+/* Forget the recorded requests: out of the in-flight table, slots back. */
+static void
+kw_release_results(void)
+{
+	for (int i = 0; i < kw_nresults; i++)
+	{
+		KwRequest  *req = kw_results[i];
+
+		hash_search(kw_in_flight, &req->delivery_id, HASH_REMOVE, NULL);
+		kw_free_slot(req);
+	}
+	kw_nresults = 0;
+}
