@@ -7,13 +7,13 @@
 #   make bench        the benchmark (see bench/RESULTS.md)
 
 MODULE_big = konvox_webhooks
-OBJS = konvox_webhooks.o worker.o http.o
+OBJS = konvox_webhooks.o outbox.o worker.o http.o
 PGFILEDESC = "konvox_webhooks - webhook delivery from PostgreSQL"
 
 EXTENSION = konvox_webhooks
 DATA = konvox_webhooks--1.0.sql
 
-REGRESS = event_types endpoints emit emit_trigger send_test history
+REGRESS = event_types endpoints emit emit_trigger send_test history sign privileges
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/regress.conf --encoding=UTF8 --no-locale
 TAP_TESTS = 1

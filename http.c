@@ -31,8 +31,26 @@
 
 #define KW_EPOLL_BATCH	256
 
+/*
+ * What the epoll set holds for each descriptor.  When libcurl stops watching
+ * a socket between two requests on a kept-alive connection, we leave it in
+ * the set and only note that libcurl does not want it; the next request
+ * usually wants the same events, so no epoll_ctl is needed at all.  A socket
+ * that turns ready while unwanted (the peer closed it) is taken out then,
+ * and libcurl's close-socket callback clears the entry before the
+ * descriptor can be reused.
+ */
+typedef struct KwSocket
+{
+	bool		registered;		/* in the epoll set */
+	bool		wanted;			/* libcurl is watching it */
+	uint32		events;			/* what the epoll set watches for */
+} KwSocket;
+
 static CURLM *kw_multi = NULL;
 static int	kw_epfd = -1;
+static KwSocket *kw_sockets = NULL;
+static int	kw_nsockets = 0;
 static TimestampTz kw_timer_deadline = 0;	/* 0: libcurl wants no call */
 static int	kw_running = 0;
 
@@ -46,6 +64,7 @@ static int	kw_timer_cb(CURLM *multi, long timeout_ms, void *userp);
 static size_t kw_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata);
 static curl_socket_t kw_open_socket_cb(void *clientp, curlsocktype purpose,
 									   struct curl_sockaddr *address);
+static int	kw_close_socket_cb(void *clientp, curl_socket_t s);
 static void kw_finish(KwRequest *req, CURLcode result);
 
 /*
@@ -54,7 +73,7 @@ static void kw_finish(KwRequest *req, CURLcode result);
  * they are errors.
  */
 void
-kw_http_init(void)
+kw_http_init(int max_concurrency)
 {
 	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
 		ereport(ERROR,
@@ -75,7 +94,7 @@ kw_http_init(void)
 
 	curl_multi_setopt(kw_multi, CURLMOPT_SOCKETFUNCTION, kw_socket_cb);
 	curl_multi_setopt(kw_multi, CURLMOPT_TIMERFUNCTION, kw_timer_cb);
-	kw_http_configure(kw_max_concurrency);
+	kw_http_configure(max_concurrency);
 }
 
 /*
@@ -126,18 +145,43 @@ kw_http_in_flight(void)
 }
 
 /*
- * libcurl's socket callback: watch s for what libcurl asks.  The descriptor
- * may be new to the epoll set or reused after a close, so each operation
- * falls back to the other.
+ * The state of descriptor s, growing the table to reach it.  Returns NULL
+ * only if memory ran out; never raises an error, as libcurl calls us.
+ */
+static KwSocket *
+kw_socket_state(curl_socket_t s)
+{
+	if (s < 0)
+		return NULL;
+	if (s >= kw_nsockets)
+	{
+		int			n = Max(s + 1, Max(kw_nsockets * 2, 1024));
+		KwSocket   *grown = realloc(kw_sockets, sizeof(KwSocket) * n);
+
+		if (grown == NULL)
+			return NULL;
+		memset(grown + kw_nsockets, 0, sizeof(KwSocket) * (n - kw_nsockets));
+		kw_sockets = grown;
+		kw_nsockets = n;
+	}
+	return &kw_sockets[s];
+}
+
+/*
+ * libcurl's socket callback: watch s for what libcurl asks, touching the
+ * epoll set only when that differs from what it already watches.
  */
 static int
 kw_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
+	KwSocket   *st = kw_socket_state(s);
 	struct epoll_event ev;
 
+	if (st == NULL)
+		return -1;
 	if (what == CURL_POLL_REMOVE)
 	{
-		epoll_ctl(kw_epfd, EPOLL_CTL_DEL, s, NULL);
+		st->wanted = false;
 		return 0;
 	}
 
@@ -147,10 +191,37 @@ kw_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 	if (what & CURL_POLL_OUT)
 		ev.events |= EPOLLOUT;
 	ev.data.fd = s;
+	st->wanted = true;
 
-	if (epoll_ctl(kw_epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
-		epoll_ctl(kw_epfd, EPOLL_CTL_ADD, s, &ev);
+	if (st->registered && st->events == ev.events)
+		return 0;
+	if (epoll_ctl(kw_epfd, st->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
+				  s, &ev) != 0)
+	{
+		/* our record was stale; the other operation will do */
+		if (epoll_ctl(kw_epfd, st->registered ? EPOLL_CTL_ADD : EPOLL_CTL_MOD,
+					  s, &ev) != 0)
+			return -1;
+	}
+	st->registered = true;
+	st->events = ev.events;
 	return 0;
+}
+
+/*
+ * libcurl's close-socket callback: forget the descriptor before it is
+ * closed and its number reused.
+ */
+static int
+kw_close_socket_cb(void *clientp, curl_socket_t s)
+{
+	KwSocket   *st = kw_socket_state(s);
+
+	if (st != NULL && st->registered)
+		epoll_ctl(kw_epfd, EPOLL_CTL_DEL, s, NULL);
+	if (st != NULL)
+		memset(st, 0, sizeof(KwSocket));
+	return close(s);
 }
 
 /* libcurl's timer callback: remember when libcurl wants to be called. */
@@ -304,6 +375,7 @@ kw_http_start(KwRequest *req, int timeout_ms)
 		curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 		curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, kw_open_socket_cb);
 		curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
+		curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, kw_close_socket_cb);
 		curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 		curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	}
@@ -359,7 +431,16 @@ kw_http_drive(void)
 		n = epoll_wait(kw_epfd, events, KW_EPOLL_BATCH, 0);
 		for (int i = 0; i < n; i++)
 		{
+			int			fd = events[i].data.fd;
 			int			flags = 0;
+
+			/* ready while libcurl does not watch it: take it out */
+			if (fd < kw_nsockets && !kw_sockets[fd].wanted)
+			{
+				epoll_ctl(kw_epfd, EPOLL_CTL_DEL, fd, NULL);
+				kw_sockets[fd].registered = false;
+				continue;
+			}
 
 			if (events[i].events & EPOLLIN)
 				flags |= CURL_CSELECT_IN;
@@ -367,8 +448,7 @@ kw_http_drive(void)
 				flags |= CURL_CSELECT_OUT;
 			if (events[i].events & (EPOLLERR | EPOLLHUP))
 				flags |= CURL_CSELECT_ERR;
-			curl_multi_socket_action(kw_multi, events[i].data.fd, flags,
-									 &still_running);
+			curl_multi_socket_action(kw_multi, fd, flags, &still_running);
 		}
 	} while (n == KW_EPOLL_BATCH);
 

@@ -56,6 +56,13 @@ LANGUAGE C;
 COMMENT ON FUNCTION webhooks._event_type_check() IS
 'Trigger: validates the fields description of an event type and its sample against it';
 
+CREATE FUNCTION webhooks._cache_invalidate()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'kw_cache_invalidate'
+LANGUAGE C;
+COMMENT ON FUNCTION webhooks._cache_invalidate() IS
+'Trigger: tells every backend that its cache of event types or endpoints is stale';
+
 ---------------------------------------------------------------------------
 -- Event types
 ---------------------------------------------------------------------------
@@ -80,6 +87,12 @@ CREATE TRIGGER event_types_check
     FOR EACH ROW EXECUTE FUNCTION webhooks._event_type_check();
 COMMENT ON TRIGGER event_types_check ON webhooks.event_types IS
 'Validates fields and sample';
+
+CREATE TRIGGER event_types_cache
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON webhooks.event_types
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks._cache_invalidate();
+COMMENT ON TRIGGER event_types_cache ON webhooks.event_types IS
+'Invalidates the event types that emit() caches';
 
 INSERT INTO webhooks.event_types (name, description, fields, sample) VALUES
 ('contact.replied',
@@ -164,6 +177,12 @@ CREATE TRIGGER endpoints_check
 COMMENT ON TRIGGER endpoints_check ON webhooks.endpoints IS
 'Validates every endpoint row the way create_endpoint() does';
 
+CREATE TRIGGER endpoints_cache
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON webhooks.endpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks._cache_invalidate();
+COMMENT ON TRIGGER endpoints_cache ON webhooks.endpoints IS
+'Invalidates the endpoints that emit() caches';
+
 ---------------------------------------------------------------------------
 -- The outbox and the delivery history
 ---------------------------------------------------------------------------
@@ -193,10 +212,13 @@ CREATE TABLE webhooks.deliveries (
     created_at       timestamptz NOT NULL DEFAULT now(),
     finished_at      timestamptz
 );
+-- Every index here is paid for by each emit() and each recorded attempt, so
+-- there are only two besides the key: the worker's queue, and per-endpoint
+-- history.  Ids grow with time, so ranges of id stand in for ranges of
+-- created_at.
 CREATE INDEX deliveries_due_idx ON webhooks.deliveries (next_attempt_at, id)
     WHERE status = 'pending';
-CREATE INDEX deliveries_event_idx ON webhooks.deliveries (event_id);
-CREATE INDEX deliveries_endpoint_idx ON webhooks.deliveries (endpoint_id);
+CREATE INDEX deliveries_endpoint_idx ON webhooks.deliveries (endpoint_id, id);
 COMMENT ON TABLE webhooks.deliveries IS
 'One row per event and endpoint: where the delivery stands';
 COMMENT ON COLUMN webhooks.deliveries.status IS
@@ -311,21 +333,6 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION webhooks.emit(text, text, jsonb) IS
 'Validate an event and write it, with one delivery per subscribed active endpoint of the company, in the current transaction; returns the event id';
 
-CREATE FUNCTION webhooks._camel_case(key text)
-RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$
-    SELECT pg_catalog.string_agg(
-             CASE WHEN i = 1 THEN part
-                  ELSE pg_catalog.upper(pg_catalog.left(part, 1)) ||
-                       pg_catalog.substr(part, 2) END,
-             '' ORDER BY i)
-      FROM pg_catalog.unnest(pg_catalog.string_to_array($1, '_'))
-           WITH ORDINALITY AS p(part, i);
-$$;
-COMMENT ON FUNCTION webhooks._camel_case(text) IS
-'contact_id -> contactId, for emit_trigger()';
-
 CREATE FUNCTION webhooks.emit_trigger()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -356,9 +363,18 @@ BEGIN
     END IF;
 
     IF TG_NARGS = 2 THEN
-        SELECT coalesce(jsonb_object_agg(webhooks._camel_case(key), value), '{}')
+        -- contact_id -> contactId; written out here rather than in a helper
+        -- function, so that a role that may only execute emit() can fire it
+        SELECT coalesce(jsonb_object_agg(
+                   (SELECT string_agg(CASE WHEN p.i = 1 THEN p.part
+                                           ELSE upper(left(p.part, 1)) ||
+                                                substr(p.part, 2) END,
+                                      '' ORDER BY p.i)
+                      FROM unnest(string_to_array(j.key, '_'))
+                           WITH ORDINALITY AS p(part, i)),
+                   j.value), '{}')
           INTO data
-          FROM jsonb_each(r - TG_ARGV[1]);
+          FROM jsonb_each(r - TG_ARGV[1]) AS j;
     ELSE
         FOR i IN 2 .. TG_NARGS - 1 LOOP
             pair := TG_ARGV[i];

@@ -53,6 +53,7 @@ int			kw_max_attempts = 3;
 int			kw_request_timeout = 10000;
 int			kw_retry_base_delay = 30000;
 int			kw_max_concurrency = 256;
+int			kw_workers = 2;
 int			kw_max_payload_size = 256 * 1024;
 bool		kw_allow_private_targets = false;
 
@@ -64,11 +65,9 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 /* This transaction wrote something the worker should see at commit. */
 static bool kw_wake_at_commit = false;
 
-/* Prepared statements of emit(), kept for the life of the backend. */
-static SPIPlanPtr kw_event_type_plan = NULL;
-static SPIPlanPtr kw_insert_event_plan = NULL;
-
 void		_PG_init(void);
+
+static void kw_check_company_id(text *company_id);
 
 PG_FUNCTION_INFO_V1(kw_emit);
 PG_FUNCTION_INFO_V1(kw_new_event_id);
@@ -105,9 +104,12 @@ kw_shmem_startup(void)
 								&found);
 	if (!found)
 	{
-		pg_atomic_init_u32(&kw_shared->worker_procno, INVALID_PGPROCNO);
-		pg_atomic_init_u32(&kw_shared->worker_pid, 0);
-		pg_atomic_init_u32(&kw_shared->in_flight, 0);
+		for (int i = 0; i < KW_MAX_WORKERS; i++)
+		{
+			pg_atomic_init_u32(&kw_shared->workers[i].procno, INVALID_PGPROCNO);
+			pg_atomic_init_u32(&kw_shared->workers[i].pid, 0);
+			pg_atomic_init_u32(&kw_shared->workers[i].in_flight, 0);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -125,12 +127,15 @@ kw_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (kw_wake_at_commit)
 			{
-				uint32		procno;
-
 				kw_wake_at_commit = false;
-				procno = pg_atomic_read_u32(&kw_shared->worker_procno);
-				if (procno != INVALID_PGPROCNO)
-					SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+				for (int i = 0; i < kw_workers; i++)
+				{
+					uint32		procno;
+
+					procno = pg_atomic_read_u32(&kw_shared->workers[i].procno);
+					if (procno != INVALID_PGPROCNO)
+						SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+				}
 			}
 			break;
 		case XACT_EVENT_ABORT:
@@ -211,6 +216,15 @@ _PG_init(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("konvox_webhooks.workers",
+							"Number of delivery workers.",
+							"Deliveries are shared among them by id; each sends with its share of max_concurrency.",
+							&kw_workers,
+							2, 1, KW_MAX_WORKERS,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("konvox_webhooks.max_payload_size",
 							"Largest data accepted by emit(), as stored jsonb.",
 							NULL,
@@ -237,17 +251,22 @@ _PG_init(void)
 	shmem_startup_hook = kw_shmem_startup;
 
 	RegisterXactCallback(kw_xact_callback, NULL);
+	kw_outbox_init();
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	strlcpy(worker.bgw_library_name, "konvox_webhooks", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "kw_worker_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, KW_WORKER_TYPE, BGW_MAXLEN);
-	strlcpy(worker.bgw_type, KW_WORKER_TYPE, BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
+	for (int i = 0; i < kw_workers; i++)
+	{
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+			BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = 5;
+		strlcpy(worker.bgw_library_name, "konvox_webhooks", BGW_MAXLEN);
+		strlcpy(worker.bgw_function_name, "kw_worker_main", BGW_MAXLEN);
+		snprintf(worker.bgw_name, BGW_MAXLEN, "%s %d", KW_WORKER_TYPE, i + 1);
+		strlcpy(worker.bgw_type, KW_WORKER_TYPE, BGW_MAXLEN);
+		worker.bgw_main_arg = Int32GetDatum(i);
+		RegisterBackgroundWorker(&worker);
+	}
 }
 
 /*
@@ -411,230 +430,30 @@ kw_wake_worker_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* The JSON type name of a jsonb value, as event_types.fields spells it. */
-static const char *
-kw_json_type(JsonbValue *v)
-{
-	switch (v->type)
-	{
-		case jbvNull:
-			return "null";
-		case jbvString:
-			return "string";
-		case jbvNumeric:
-			return "number";
-		case jbvBool:
-			return "boolean";
-		case jbvBinary:
-			return JsonContainerIsArray(v->val.binary.data) ? "array" : "object";
-		default:
-			return "unknown";
-	}
-}
-
-/* Look up key in a jsonb object container; NULL when absent. */
-static JsonbValue *
-kw_find_key(JsonbContainer *obj, const char *key)
-{
-	JsonbValue	k;
-
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	return findJsonbValueFromContainer(obj, JB_FOBJECT, &k);
-}
-
-/* A NUL-terminated copy of a jsonb string value. */
-static char *
-kw_jsonb_string(JsonbValue *v)
-{
-	return pnstrdup(v->val.string.val, v->val.string.len);
-}
-
-/*
- * One field of an event type, read from event_types.fields.
- */
-typedef struct KwField
-{
-	char	   *name;
-	const char *type;
-	bool		required;
-} KwField;
-
-/*
- * Read event_types.fields: an array of {"name", "type", "required"}.
- * Raises an error naming the event type when the description is malformed.
- */
-static KwField *
-kw_parse_fields(const char *event, Jsonb *fields, int *nfields)
-{
-	static const char *const types[] = {"string", "number", "boolean",
-	"object", "array"};
-	KwField    *result;
-	int			n;
-
-	if (!JB_ROOT_IS_ARRAY(fields) || JB_ROOT_IS_SCALAR(fields))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid fields for event type \"%s\"", event),
-				 errdetail("fields must be a JSON array."),
-				 errhint("Describe each field as {\"name\": \"contactId\", \"type\": \"string\", \"required\": true}.")));
-
-	n = JB_ROOT_COUNT(fields);
-	result = palloc0(sizeof(KwField) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-	{
-		JsonbValue *elem = getIthJsonbValueFromContainer(&fields->root, i);
-		JsonbValue *name = NULL;
-		JsonbValue *type = NULL;
-		JsonbValue *required = NULL;
-		bool		known = false;
-
-		if (elem->type == jbvBinary && JsonContainerIsObject(elem->val.binary.data))
-		{
-			name = kw_find_key(elem->val.binary.data, "name");
-			type = kw_find_key(elem->val.binary.data, "type");
-			required = kw_find_key(elem->val.binary.data, "required");
-		}
-		if (name && name->type == jbvString && name->val.string.len > 0 &&
-			type && type->type == jbvString &&
-			required && required->type == jbvBool)
-		{
-			result[i].name = kw_jsonb_string(name);
-			result[i].type = kw_jsonb_string(type);
-			result[i].required = required->val.boolean;
-			for (int t = 0; t < (int) lengthof(types); t++)
-				known |= (strcmp(result[i].type, types[t]) == 0);
-		}
-		if (!known)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid fields for event type \"%s\"", event),
-					 errdetail("Element %d is not an object with a non-empty \"name\", a \"type\" of string, number, boolean, object or array, and a boolean \"required\".",
-							   i + 1),
-					 errhint("Describe each field as {\"name\": \"contactId\", \"type\": \"string\", \"required\": true}.")));
-	}
-	*nfields = n;
-	return result;
-}
-
-/* "contactId (string, required), subject (string, nullable)" */
-static char *
-kw_describe_fields(KwField *fields, int nfields)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (int i = 0; i < nfields; i++)
-		appendStringInfo(&buf, "%s%s (%s, %s)", i > 0 ? ", " : "",
-						 fields[i].name, fields[i].type,
-						 fields[i].required ? "required" : "nullable");
-	return buf.data;
-}
-
-/*
- * Check data against the fields of its event type.  A required field must
- * be present, not null, and of its type; a nullable one may be absent or
- * null.  Fields not described are allowed and passed through.
- */
-static void
-kw_validate_data(const char *event, Jsonb *fields_json, Jsonb *data)
-{
-	KwField    *fields;
-	int			nfields;
-
-	if (!JB_ROOT_IS_OBJECT(data))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("event data must be a JSON object"),
-				 errdetail("The data given for \"%s\" is a JSON %s.", event,
-						   JB_ROOT_IS_ARRAY(data) && !JB_ROOT_IS_SCALAR(data) ?
-						   "array" : "scalar"),
-				 errhint("Pass the event's fields as an object, for example jsonb_build_object('contactId', ...).")));
-
-	fields = kw_parse_fields(event, fields_json, &nfields);
-	for (int i = 0; i < nfields; i++)
-	{
-		JsonbValue *v = kw_find_key(&data->root, fields[i].name);
-
-		if (v == NULL || v->type == jbvNull)
-		{
-			if (fields[i].required)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("required field \"%s\" of event \"%s\" is %s",
-								fields[i].name, event,
-								v == NULL ? "missing" : "null"),
-						 errhint("The fields of \"%s\" are: %s.", event,
-								 kw_describe_fields(fields, nfields))));
-			continue;
-		}
-		if (strcmp(kw_json_type(v), fields[i].type) != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("field \"%s\" of event \"%s\" must be of type %s, not %s",
-							fields[i].name, event, fields[i].type,
-							kw_json_type(v)),
-					 errhint("The fields of \"%s\" are: %s.", event,
-							 kw_describe_fields(fields, nfields))));
-	}
-}
-
-/* Raise the error for an event name that event_types does not hold. */
-static void
-kw_unknown_event(const char *event)
-{
-	char	   *known = NULL;
-
-	if (SPI_execute("SELECT pg_catalog.string_agg(name, ', ' ORDER BY name)"
-					"  FROM webhooks.event_types", true, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1)
-		known = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown event type \"%s\"", event),
-			 errhint("Known event types: %s.", known ? known : "none")));
-}
-
-/* Prepare a statement once and keep it for the life of the backend. */
-static SPIPlanPtr
-kw_prepare(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s",
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 /*
  * webhooks.emit(event, company_id, data) RETURNS uuid
  *
  * Validate, then write the event and its deliveries in the caller's
- * transaction.  Declared SECURITY DEFINER with a pinned search_path, so an
- * application role needs no privilege on the tables.
+ * transaction (see outbox.c), and have the worker woken at commit.
+ * Declared SECURITY DEFINER with a pinned search_path, so an application
+ * role needs no privilege on the tables.
  */
 Datum
 kw_emit(PG_FUNCTION_ARGS)
 {
-	text	   *event_text;
-	text	   *company_text;
+	text	   *event;
+	text	   *company_id;
 	Jsonb	   *data;
-	char	   *event;
-	Jsonb	   *fields;
+	char	   *event_name;
 	Datum		id;
-	Datum		args[4];
-	bool		isnull;
+	Size		size;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("event must not be null"),
 				 errhint("Pass an event type name such as 'contact.replied'.")));
-	if (PG_ARGISNULL(1) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
+	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("company_id must not be empty"),
@@ -645,63 +464,55 @@ kw_emit(PG_FUNCTION_ARGS)
 				 errmsg("event data must not be null"),
 				 errhint("Pass the event's fields as a JSON object.")));
 
-	event_text = PG_GETARG_TEXT_PP(0);
-	company_text = PG_GETARG_TEXT_PP(1);
+	event = PG_GETARG_TEXT_PP(0);
+	company_id = PG_GETARG_TEXT_PP(1);
 	data = PG_GETARG_JSONB_P(2);
-	event = text_to_cstring(event_text);
+	event_name = text_to_cstring(event);
 
-	if (VARSIZE(data) - VARHDRSZ > (Size) kw_max_payload_size)
+	kw_check_company_id(company_id);
+
+	size = VARSIZE(data) - VARHDRSZ;
+	if (size > (Size) kw_max_payload_size)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("event data is too large"),
 				 errdetail("The data of this \"%s\" event takes %zu bytes; the limit is %d bytes.",
-						   event, (Size) (VARSIZE(data) - VARHDRSZ),
-						   kw_max_payload_size),
+						   event_name, size, kw_max_payload_size),
 				 errhint("Send less data, for example ids instead of whole records, or raise konvox_webhooks.max_payload_size.")));
 
-	SPI_connect();
-
-	if (kw_event_type_plan == NULL)
-	{
-		Oid			types1[1] = {TEXTOID};
-		Oid			types4[4] = {UUIDOID, TEXTOID, TEXTOID, JSONBOID};
-
-		kw_event_type_plan = kw_prepare(
-			"SELECT fields FROM webhooks.event_types WHERE name = $1",
-			1, types1);
-		kw_insert_event_plan = kw_prepare(
-			"WITH e AS ("
-			"  INSERT INTO webhooks.events (id, event, company_id, data)"
-			"  VALUES ($1, $2, $3, $4))"
-			"INSERT INTO webhooks.deliveries (event_id, endpoint_id)"
-			"SELECT $1, id FROM webhooks.endpoints"
-			" WHERE company_id = $3 AND active AND $2 = ANY (events)",
-			4, types4);
-	}
-
-	args[0] = PointerGetDatum(event_text);
-	if (SPI_execute_plan(kw_event_type_plan, args, NULL, true, 1) !=
-		SPI_OK_SELECT)
-		elog(ERROR, "could not read webhooks.event_types");
-	if (SPI_processed == 0)
-		kw_unknown_event(event);
-	fields = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0],
-										  SPI_tuptable->tupdesc, 1, &isnull));
-	kw_validate_data(event, fields, data);
+	kw_validate_event(event_name, data);
 
 	id = DirectFunctionCall1(kw_new_event_id, (Datum) 0);
-	args[0] = id;
-	args[1] = PointerGetDatum(event_text);
-	args[2] = PointerGetDatum(company_text);
-	args[3] = JsonbPGetDatum(data);
-	if (SPI_execute_plan(kw_insert_event_plan, args, NULL, false, 0) !=
-		SPI_OK_INSERT)
-		elog(ERROR, "could not write the event");
-	if (SPI_processed > 0)
+	if (kw_write_event(DatumGetUUIDP(id), event, company_id, data) > 0)
 		kw_wake_worker();
 
-	SPI_finish();
 	PG_RETURN_DATUM(id);
+}
+
+/*
+ * A company id must not be empty or blank, and must be short enough to be a
+ * cache key; emit() and the endpoints trigger apply the same rule.
+ */
+static void
+kw_check_company_id(text *company_id)
+{
+	const char *p = VARDATA_ANY(company_id);
+	int			len = VARSIZE_ANY_EXHDR(company_id);
+	bool		blank = true;
+
+	for (int i = 0; i < len && blank; i++)
+		blank = (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n');
+	if (blank)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("company_id must not be empty"),
+				 errhint("Every event and endpoint belongs to a company; pass its id.")));
+	if (len > KW_MAX_ID_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("company_id is too long"),
+				 errdetail("It takes %d bytes; the limit is %d.", len, KW_MAX_ID_LEN),
+				 errhint("Use the company's id, not its name or another long text.")));
 }
 
 /* The value of a named column of a trigger's new row, or NULL. */
@@ -745,11 +556,7 @@ kw_endpoint_check(PG_FUNCTION_ARGS)
 	desc = trigdata->tg_relation->rd_att;
 
 	company_id = kw_column(tuple, desc, "company_id");
-	if (company_id == NULL || company_id[strspn(company_id, " \t\r\n")] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("company_id must not be empty"),
-				 errhint("Every endpoint belongs to a company; pass its id.")));
+	kw_check_company_id(cstring_to_text(company_id ? company_id : ""));
 
 	url = kw_column(tuple, desc, "url");
 	if (url == NULL)
@@ -838,11 +645,13 @@ kw_event_type_check(PG_FUNCTION_ARGS)
 	desc = trigdata->tg_relation->rd_att;
 
 	name = kw_column(tuple, desc, "name");
-	if (name == NULL || strpbrk(name, " \t\r\n") != NULL || name[0] == '\0')
+	if (name == NULL || strpbrk(name, " \t\r\n") != NULL || name[0] == '\0' ||
+		strlen(name) > KW_MAX_ID_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid event type name \"%s\"", name ? name : ""),
-				 errhint("Use a dotted name without spaces, such as 'invoice.paid'.")));
+				 errhint("Use a dotted name without spaces, of at most %d bytes, such as 'invoice.paid'.",
+						 KW_MAX_ID_LEN)));
 
 	d = SPI_getbinval(tuple, desc, SPI_fnumber(desc, "fields"), &isnull);
 	if (isnull)
@@ -858,7 +667,7 @@ kw_event_type_check(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("sample of event type \"%s\" must not be null", name),
 				 errhint("Give the payload that send_test() sends for this type.")));
-	kw_validate_data(name, fields, DatumGetJsonbP(d));
+	kw_check_event_type(name, fields, DatumGetJsonbP(d));
 
 	return PointerGetDatum(tuple);
 }

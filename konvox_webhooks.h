@@ -17,6 +17,8 @@
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 #include "port/atomics.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
 
 #define KW_VERSION			"1.0"
 #define KW_USER_AGENT		"konvox_webhooks/" KW_VERSION
@@ -24,6 +26,9 @@
 
 /* Bytes of a response body kept in delivery_attempts.response_body. */
 #define KW_RESPONSE_BODY_CAP	4096
+
+/* Longest company id and event name, in bytes. */
+#define KW_MAX_ID_LEN		255
 
 /* Longest error text recorded for an attempt. */
 #define KW_ERROR_LEN		256
@@ -34,18 +39,27 @@ extern int	kw_max_attempts;
 extern int	kw_request_timeout;
 extern int	kw_retry_base_delay;
 extern int	kw_max_concurrency;
+extern int	kw_workers;
 extern int	kw_max_payload_size;
 extern bool kw_allow_private_targets;
 
+/* Most delivery workers konvox_webhooks.workers may ask for. */
+#define KW_MAX_WORKERS		16
+
 /*
- * State shared between the worker and the backends that wake it.  Only
- * plain values: the worker is found through its PGPROC number.
+ * One delivery worker as the backends that wake it see it.  Only plain
+ * values: the worker is found through its PGPROC number.
  */
+typedef struct KwWorkerSlot
+{
+	pg_atomic_uint32 procno;	/* INVALID_PGPROCNO when not running */
+	pg_atomic_uint32 pid;
+	pg_atomic_uint32 in_flight; /* requests handed to libcurl */
+} KwWorkerSlot;
+
 typedef struct KwSharedState
 {
-	pg_atomic_uint32 worker_procno; /* INVALID_PGPROCNO when not running */
-	pg_atomic_uint32 worker_pid;
-	pg_atomic_uint32 in_flight;		/* requests handed to libcurl */
+	KwWorkerSlot workers[KW_MAX_WORKERS];
 } KwSharedState;
 
 extern KwSharedState *kw_shared;
@@ -87,11 +101,19 @@ extern void kw_wake_worker(void);
 extern bool kw_sign(StringInfo out, const char *secret, const char *msg_id,
 					int64 timestamp, const char *body, int body_len);
 
+/* outbox.c */
+extern void kw_outbox_init(void);
+extern void kw_validate_event(const char *event, Jsonb *data);
+extern void kw_check_event_type(const char *name, Jsonb *fields,
+								Jsonb *sample);
+extern int	kw_write_event(pg_uuid_t *id, text *event, text *company_id,
+						   Jsonb *data);
+
 /* worker.c */
 extern PGDLLEXPORT void kw_worker_main(Datum main_arg);
 
 /* http.c */
-extern void kw_http_init(void);
+extern void kw_http_init(int max_concurrency);
 extern void kw_http_configure(int max_concurrency);
 extern int	kw_http_socket(void);
 extern long kw_http_timeout(void);

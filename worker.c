@@ -80,6 +80,7 @@ typedef struct KwInFlight
 	int64		delivery_id;
 } KwInFlight;
 
+static KwWorkerSlot *kw_me;
 static MemoryContext kw_worker_context;
 static MemoryContext kw_loop_context;
 static HTAB *kw_in_flight;
@@ -97,6 +98,13 @@ static int	kw_nresults = 0;
 /* claimed in the current claim transaction, not yet started */
 static KwRequest **kw_claimed = NULL;
 static int	kw_nclaimed = 0;
+
+/* this worker's share of the deliveries: those with id % nworkers = index */
+static int	kw_worker_index = 0;
+static int	kw_nworkers = 1;
+
+/* this worker's share of max_concurrency */
+static int	kw_concurrency = 1;
 
 /* where the next claim starts reading the due index */
 static TimestampTz kw_cursor_at = DT_NOBEGIN;
@@ -120,6 +128,7 @@ static SPIPlanPtr kw_next_due_plan = NULL;
 static SPIPlanPtr kw_record_plan = NULL;
 
 static void kw_worker_exit(int code, Datum arg);
+static int	kw_share_of_concurrency(void);
 static void kw_ensure_slots(int n);
 static bool kw_extension_ready(void);
 static void kw_claim(int limit);
@@ -137,11 +146,11 @@ static int
 kw_claim_room(void)
 {
 	int			in_flight = kw_http_in_flight();
-	int			room = Min(kw_nfree, kw_max_concurrency - in_flight);
+	int			room = Min(kw_nfree, kw_concurrency - in_flight);
 
 	if (room <= 0)
 		return 0;
-	if (room < Max(1, kw_max_concurrency / 4) && in_flight > 0)
+	if (room < Max(1, kw_concurrency / 4) && in_flight > 0)
 		return 0;
 	return room;
 }
@@ -155,6 +164,9 @@ kw_worker_main(Datum main_arg)
 	WaitEventSet *wait_set;
 	struct rlimit rl;
 
+	kw_worker_index = DatumGetInt32(main_arg);
+	kw_nworkers = kw_workers;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
@@ -166,6 +178,19 @@ kw_worker_main(Datum main_arg)
 	 * the last moment of them, and those deliveries are simply sent again.
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * The queue's statistics are nearly always wrong: analyzed when it was
+	 * empty, read when it holds a million rows, or the other way round.  The
+	 * right plans do not depend on them (walk the due index in order, fetch
+	 * rows by key), so rule out the plans that bad estimates lead to: a
+	 * bitmap scan and sort of the whole queue for every claim, or a
+	 * sequential scan for every batch of results.  These apply to this
+	 * worker's own statements only.
+	 */
+	SetConfigOption("enable_bitmapscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/* sockets to receivers count against the descriptor limit */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max)
@@ -188,8 +213,9 @@ kw_worker_main(Datum main_arg)
 								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 
-	kw_http_init();
-	kw_ensure_slots(kw_max_concurrency);
+	kw_concurrency = kw_share_of_concurrency();
+	kw_http_init(kw_concurrency);
+	kw_ensure_slots(kw_concurrency);
 
 	wait_set = CreateWaitEventSet(kw_worker_context, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -198,13 +224,14 @@ kw_worker_main(Datum main_arg)
 	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, kw_http_socket(), NULL,
 					  NULL);
 
-	pg_atomic_write_u32(&kw_shared->worker_pid, (uint32) MyProcPid);
-	pg_atomic_write_u32(&kw_shared->worker_procno, (uint32) MyProc->pgprocno);
+	kw_me = &kw_shared->workers[kw_worker_index];
+	pg_atomic_write_u32(&kw_me->pid, (uint32) MyProcPid);
+	pg_atomic_write_u32(&kw_me->procno, (uint32) MyProc->pgprocno);
 	before_shmem_exit(kw_worker_exit, (Datum) 0);
 
 	ereport(LOG,
-			(errmsg("konvox_webhooks worker started for database \"%s\"",
-					kw_database_name)));
+			(errmsg("konvox_webhooks worker %d of %d started for database \"%s\"",
+					kw_worker_index + 1, kw_nworkers, kw_database_name)));
 
 	kw_loop_context = AllocSetContextCreate(kw_worker_context,
 											"konvox_webhooks worker loop",
@@ -224,8 +251,9 @@ kw_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			kw_http_configure(kw_max_concurrency);
-			kw_ensure_slots(kw_max_concurrency);
+			kw_concurrency = kw_share_of_concurrency();
+			kw_http_configure(kw_concurrency);
+			kw_ensure_slots(kw_concurrency);
 			kw_more_due = true;
 		}
 
@@ -233,8 +261,7 @@ kw_worker_main(Datum main_arg)
 		kw_http_drive();
 		while ((req = kw_http_next_done()) != NULL)
 			kw_results[kw_nresults++] = req;
-		pg_atomic_write_u32(&kw_shared->in_flight,
-							(uint32) kw_http_in_flight());
+		pg_atomic_write_u32(&kw_me->in_flight, (uint32) kw_http_in_flight());
 		if (kw_nresults > 0)
 			kw_record();
 
@@ -288,9 +315,16 @@ kw_worker_main(Datum main_arg)
 static void
 kw_worker_exit(int code, Datum arg)
 {
-	pg_atomic_write_u32(&kw_shared->worker_procno, INVALID_PGPROCNO);
-	pg_atomic_write_u32(&kw_shared->worker_pid, 0);
-	pg_atomic_write_u32(&kw_shared->in_flight, 0);
+	pg_atomic_write_u32(&kw_me->procno, INVALID_PGPROCNO);
+	pg_atomic_write_u32(&kw_me->pid, 0);
+	pg_atomic_write_u32(&kw_me->in_flight, 0);
+}
+
+/* This worker's part of max_concurrency: an equal share, at least one. */
+static int
+kw_share_of_concurrency(void)
+{
+	return Max(1, (kw_max_concurrency + kw_nworkers - 1) / kw_nworkers);
 }
 
 /*
@@ -438,12 +472,13 @@ kw_claim(int limit)
 		kw_begin("claiming deliveries");
 		if (kw_extension_ready())
 		{
-			Datum		args[3];
+			Datum		args[5];
 			TimestampTz now = GetCurrentTimestamp();
 
 			if (kw_claim_plan == NULL)
 			{
-				Oid			types[3] = {TIMESTAMPTZOID, INT8OID, INT4OID};
+				Oid			types[5] = {TIMESTAMPTZOID, INT8OID, INT4OID, INT4OID,
+				INT4OID};
 
 				kw_claim_plan = kw_keep_plan(
 					"SELECT d.id, d.attempts, d.next_attempt_at, ev.id,"
@@ -457,18 +492,22 @@ kw_claim(int limit)
 					" WHERE d.status = 'pending'"
 					"   AND d.next_attempt_at <= now()"
 					"   AND (d.next_attempt_at, d.id) > ($1, $2)"
+					"   AND d.id % $4 = $5"
 					" ORDER BY d.next_attempt_at, d.id"
 					" LIMIT $3",
-					3, types);
+					5, types);
 				kw_next_due_plan = kw_keep_plan(
 					"SELECT min(next_attempt_at) FROM webhooks.deliveries"
-					" WHERE status = 'pending' AND next_attempt_at > now()",
-					0, NULL);
+					" WHERE status = 'pending' AND next_attempt_at > now()"
+					"   AND id % $1 = $2",
+					2, types + 3);
 			}
 
 			args[0] = TimestampTzGetDatum(kw_cursor_at);
 			args[1] = Int64GetDatum(kw_cursor_id);
 			args[2] = Int32GetDatum(limit);
+			args[3] = Int32GetDatum(kw_nworkers);
+			args[4] = Int32GetDatum(kw_worker_index);
 			if (SPI_execute_plan(kw_claim_plan, args, NULL, true, 0) !=
 				SPI_OK_SELECT)
 				elog(ERROR, "could not read due deliveries");
@@ -503,7 +542,7 @@ kw_claim(int limit)
 			{
 				kw_cursor_at = DT_NOBEGIN;
 				kw_cursor_id = 0;
-				if (SPI_execute_plan(kw_next_due_plan, NULL, NULL, true, 1) ==
+				if (SPI_execute_plan(kw_next_due_plan, args + 3, NULL, true, 1) ==
 					SPI_OK_SELECT && SPI_processed == 1)
 				{
 					bool		isnull;

@@ -8,16 +8,23 @@ use warnings;
 
 use Exporter 'import';
 use File::Basename qw(dirname);
+use HTTP::Tiny;
+use IO::Socket::INET;
 use IPC::Run;
 use JSON::PP;
 use MIME::Base64;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 
-our @EXPORT = qw(kw_node kw_receiver receiver_log receiver_url);
+our @EXPORT = qw(kw_node kw_receiver receiver_log receiver_url
+  receiver_wait receiver_control unused_port);
 
 my $srcdir = dirname(dirname(__FILE__));
+
+# The receivers started by kw_receiver(), stopped when the test ends.
+my @receivers;
 
 # A started cluster serving database "postgres" with the extension created.
 # Extra postgresql.conf lines may be given; the defaults make retries quick
@@ -62,10 +69,22 @@ sub kw_receiver
 	{
 		select(undef, undef, undef, 0.1);
 	}
+	push @receivers, $h;
 	die "receiver did not start" unless -s $port_file;
 	my $port = slurp_file($port_file);
 	chomp $port;
 	return { port => $port, log => $log, handle => $h, dir => $dir };
+}
+
+# IPC::Run leaves a started child running when the script exits, so stop
+# the receivers here: SIGTERM, then SIGKILL if one is still there.
+END
+{
+	local $?;
+	for my $h (@receivers)
+	{
+		eval { $h->kill_kill(grace => 2) };
+	}
 }
 
 # URL of a path on the receiver, e.g. receiver_url($r, '/hook?status=500').
@@ -92,6 +111,57 @@ sub receiver_log
 	}
 	close $fh;
 	return @out;
+}
+
+# Poll the receiver's log until $cond->(@log) returns true, where @log is
+# what receiver_log() returns.  Gives up after $timeout seconds (default
+# $PostgreSQL::Test::Utils::timeout_default).  Returns the log that
+# satisfied the condition as an array reference, or undef on timeout.
+sub receiver_wait
+{
+	my ($r, $cond, $timeout) = @_;
+	$timeout //= $PostgreSQL::Test::Utils::timeout_default;
+	my $deadline = Time::HiRes::time() + $timeout;
+	while (1)
+	{
+		my @log = receiver_log($r);
+		return \@log if $cond->(@log);
+		if (Time::HiRes::time() > $deadline)
+		{
+			diag("receiver_wait: gave up after $timeout s with "
+				  . scalar(@log)
+				  . " requests logged");
+			return undef;
+		}
+		usleep(50_000);
+	}
+}
+
+# Replace the script of a receiver path, e.g.
+# receiver_control($r, '/hook', 'status=200') makes /hook answer 200 from
+# now on, whatever its registered query string says.
+sub receiver_control
+{
+	my ($r, $path, $query) = @_;
+	my $res = HTTP::Tiny->new(timeout => 10, no_proxy => '127.0.0.1')
+	  ->post(receiver_url($r, "/_control$path?$query"));
+	die "receiver control of $path failed: $res->{status} $res->{reason}"
+	  unless $res->{success};
+	return;
+}
+
+# A TCP port on 127.0.0.1 with nothing listening on it: bound, read and
+# closed again, so that connecting to it is refused.
+sub unused_port
+{
+	my $sock = IO::Socket::INET->new(
+		LocalAddr => '127.0.0.1',
+		LocalPort => 0,
+		Proto => 'tcp',
+		Listen => 1) or die "cannot bind 127.0.0.1: $!";
+	my $port = $sock->sockport;
+	close $sock;
+	return $port;
 }
 
 1;

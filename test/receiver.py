@@ -15,6 +15,8 @@ registered with, so every endpoint of a test can behave differently:
     delay_ms=N     wait N ms before answering
     body_bytes=N   answer with a body of N bytes
     reset=1        close the connection without answering
+    location=URL   send a Location header with the answer (e.g. with
+                   status=302, to show that a redirect is not followed)
 
 A POST to /_control/<path>?status=... replaces the script of <path>, e.g. to
 make a failing receiver recover.
@@ -94,12 +96,17 @@ class Handler(BaseHTTPRequestHandler):
                                        struct.pack("ii", 1, 0))
             self.close_connection = True
             return
-        self.answer(status, b"x" * opt("body_bytes") or b"ok")
+        extra = {}
+        if "location" in script:
+            extra["Location"] = script["location"][0]
+        self.answer(status, b"x" * opt("body_bytes") or b"ok", extra)
 
-    def answer(self, status, body):
+    def answer(self, status, body, extra_headers=None):
         try:
             self.send_response(status)
             self.send_header("Content-Type", "text/plain")
+            for name, value in (extra_headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

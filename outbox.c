@@ -1,0 +1,824 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.c
+ *		The write side of the outbox: what emit() checks an event against,
+ *		and how it stores the event and its deliveries.
+ *
+ * emit() is called once per row by application triggers, so it must cost
+ * little more than the INSERT it rides along with.  Two things make that so:
+ *
+ * - Event types and each company's active endpoints are cached per backend.
+ *   A statement trigger on event_types and endpoints sends a relcache
+ *   invalidation for the table; our relcache callback drops the cache, in
+ *   this backend at the end of the statement and in every other one when
+ *   the change commits.  Caches are loaded with the latest snapshot, not the
+ *   transaction's, so that what a REPEATABLE READ transaction loads is never
+ *   older than the invalidations already processed.
+ *
+ * - The event row and its delivery rows are inserted with table_tuple_insert
+ *   and ExecInsertIndexTuples, as COPY does, from a writer kept open for the
+ *   rest of the transaction, instead of planning and starting an INSERT for
+ *   every call.  The tables have no triggers, foreign keys or CHECK
+ *   constraints that this would bypass, other than deliveries' status check,
+ *   which every row we write satisfies.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/dependency.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "nodes/execnodes.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/uuid.h"
+
+#include "konvox_webhooks.h"
+
+/* Longest event name and company id, in bytes: the cache's key size. */
+#define KW_KEY_LEN			256
+
+/* Drop the endpoint cache rather than let it grow past this many companies */
+#define KW_MAX_COMPANIES	10000
+
+/* One described field of an event type. */
+typedef struct KwField
+{
+	char	   *name;
+	const char *type;
+	bool		required;
+} KwField;
+
+typedef struct KwEventTypeEntry
+{
+	char		name[KW_KEY_LEN];	/* hash key */
+	int			nfields;
+	KwField    *fields;
+} KwEventTypeEntry;
+
+/* An active endpoint of a company, as far as emit() needs it. */
+typedef struct KwEndpointRef
+{
+	int64		id;
+	int			nevents;
+	char	  **events;
+} KwEndpointRef;
+
+typedef struct KwCompanyEntry
+{
+	char		company_id[KW_KEY_LEN]; /* hash key */
+	int			nendpoints;
+	KwEndpointRef *endpoints;
+} KwCompanyEntry;
+
+/* One table being written: the relation, its indexes and a slot. */
+typedef struct KwTableWriter
+{
+	Relation	rel;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+} KwTableWriter;
+
+/* The open writer of this transaction. */
+typedef struct KwWriter
+{
+	EState	   *estate;
+	Datum		pending;		/* 'pending' as text */
+	KwTableWriter events;
+	KwTableWriter deliveries;
+	Oid			delivery_seq;
+	AttrNumber	ev_id,
+				ev_event,
+				ev_company,
+				ev_data,
+				ev_created;
+	AttrNumber	d_id,
+				d_event,
+				d_endpoint,
+				d_status,
+				d_attempts,
+				d_next,
+				d_created;
+} KwWriter;
+
+static MemoryContext kw_types_context = NULL;
+static MemoryContext kw_companies_context = NULL;
+static HTAB *kw_event_types = NULL;
+static HTAB *kw_companies = NULL;
+static uint64 kw_event_types_gen = 0;
+static uint64 kw_companies_gen = 0;
+
+/* OIDs of our tables, once known; they change only with the extension */
+static Oid	kw_event_types_relid = InvalidOid;
+static Oid	kw_endpoints_relid = InvalidOid;
+static Oid	kw_events_relid = InvalidOid;
+static Oid	kw_deliveries_relid = InvalidOid;
+
+static KwWriter *kw_writer = NULL;
+static bool kw_writer_stale = false;
+
+static SPIPlanPtr kw_load_types_plan = NULL;
+static SPIPlanPtr kw_load_endpoints_plan = NULL;
+
+PG_FUNCTION_INFO_V1(kw_cache_invalidate);
+
+static void kw_close_writer(void);
+
+/*
+ * Drop what a relcache invalidation of one of our tables makes stale.
+ * InvalidOid means every relation.
+ */
+static void
+kw_relcache_cb(Datum arg, Oid relid)
+{
+	if ((relid == InvalidOid || relid == kw_event_types_relid) &&
+		kw_types_context != NULL)
+	{
+		kw_event_types = NULL;
+		kw_event_types_gen++;
+		MemoryContextReset(kw_types_context);
+	}
+	if ((relid == InvalidOid || relid == kw_endpoints_relid) &&
+		kw_companies_context != NULL)
+	{
+		kw_companies = NULL;
+		kw_companies_gen++;
+		MemoryContextReset(kw_companies_context);
+	}
+	if (relid == InvalidOid || relid == kw_events_relid ||
+		relid == kw_deliveries_relid)
+		kw_writer_stale = true;
+}
+
+/*
+ * Close the writer before commit or prepare; on abort the resource owner
+ * has released what it held, so only forget it.  The writer belongs to the
+ * top-level transaction, so a subtransaction's end does not concern it.
+ */
+static void
+kw_outbox_xact_cb(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			kw_close_writer();
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			kw_writer = NULL;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Register the callbacks; called from _PG_init.
+ */
+void
+kw_outbox_init(void)
+{
+	CacheRegisterRelcacheCallback(kw_relcache_cb, (Datum) 0);
+	RegisterXactCallback(kw_outbox_xact_cb, NULL);
+}
+
+/*
+ * webhooks._cache_invalidate(): statement trigger on event_types and
+ * endpoints, telling every backend that its cache of the table is stale.
+ */
+Datum
+kw_cache_invalidate(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "kw_cache_invalidate must be called as a trigger");
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
+}
+
+/* OID of a table of our schema. */
+static Oid
+kw_relid(const char *name)
+{
+	Oid			nsp = get_namespace_oid("webhooks", false);
+	Oid			relid = get_relname_relid(name, nsp);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"webhooks.%s\" does not exist", name),
+				 errhint("Is the extension konvox_webhooks installed?")));
+	return relid;
+}
+
+/* The JSON type name of a jsonb value, as event_types.fields spells it. */
+static const char *
+kw_json_type(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "string";
+		case jbvNumeric:
+			return "number";
+		case jbvBool:
+			return "boolean";
+		case jbvBinary:
+			return JsonContainerIsArray(v->val.binary.data) ? "array" : "object";
+		default:
+			return "unknown";
+	}
+}
+
+/* Look up key in a jsonb object container; NULL when absent. */
+static JsonbValue *
+kw_find_key(JsonbContainer *obj, const char *key)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	return findJsonbValueFromContainer(obj, JB_FOBJECT, &k);
+}
+
+/*
+ * Read event_types.fields: an array of {"name", "type", "required"}.
+ * Raises an error naming the event type when the description is malformed.
+ */
+static KwField *
+kw_parse_fields(const char *event, Jsonb *fields, int *nfields)
+{
+	static const char *const types[] = {"string", "number", "boolean",
+	"object", "array"};
+	KwField    *result;
+	int			n;
+
+	if (!JB_ROOT_IS_ARRAY(fields) || JB_ROOT_IS_SCALAR(fields))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid fields for event type \"%s\"", event),
+				 errdetail("fields must be a JSON array."),
+				 errhint("Describe each field as {\"name\": \"contactId\", \"type\": \"string\", \"required\": true}.")));
+
+	n = JB_ROOT_COUNT(fields);
+	result = palloc0(sizeof(KwField) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *elem = getIthJsonbValueFromContainer(&fields->root, i);
+		JsonbValue *name = NULL;
+		JsonbValue *type = NULL;
+		JsonbValue *required = NULL;
+		bool		known = false;
+
+		if (elem->type == jbvBinary &&
+			JsonContainerIsObject(elem->val.binary.data))
+		{
+			name = kw_find_key(elem->val.binary.data, "name");
+			type = kw_find_key(elem->val.binary.data, "type");
+			required = kw_find_key(elem->val.binary.data, "required");
+		}
+		if (name && name->type == jbvString && name->val.string.len > 0 &&
+			type && type->type == jbvString &&
+			required && required->type == jbvBool)
+		{
+			result[i].name = pnstrdup(name->val.string.val,
+									  name->val.string.len);
+			result[i].type = pnstrdup(type->val.string.val,
+									  type->val.string.len);
+			result[i].required = required->val.boolean;
+			for (int t = 0; t < (int) lengthof(types); t++)
+				known |= (strcmp(result[i].type, types[t]) == 0);
+		}
+		if (!known)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid fields for event type \"%s\"", event),
+					 errdetail("Element %d is not an object with a non-empty \"name\", a \"type\" of string, number, boolean, object or array, and a boolean \"required\".",
+							   i + 1),
+					 errhint("Describe each field as {\"name\": \"contactId\", \"type\": \"string\", \"required\": true}.")));
+		for (int j = 0; j < i; j++)
+		{
+			if (strcmp(result[j].name, result[i].name) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid fields for event type \"%s\"", event),
+						 errdetail("Field \"%s\" is described twice.",
+								   result[i].name),
+						 errhint("Describe each field once.")));
+		}
+	}
+	*nfields = n;
+	return result;
+}
+
+/* "contactId (string, required), subject (string, nullable)" */
+static char *
+kw_describe_fields(KwField *fields, int nfields)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < nfields; i++)
+		appendStringInfo(&buf, "%s%s (%s, %s)", i > 0 ? ", " : "",
+						 fields[i].name, fields[i].type,
+						 fields[i].required ? "required" : "nullable");
+	return nfields > 0 ? buf.data : "none described";
+}
+
+/*
+ * Check data against the fields of its event type.  A required field must
+ * be present, not null, and of its type; a nullable one may be absent or
+ * null.  Fields not described are allowed and passed through.
+ */
+static void
+kw_validate_data(const char *event, KwField *fields, int nfields,
+				 Jsonb *data)
+{
+	if (!JB_ROOT_IS_OBJECT(data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event data must be a JSON object"),
+				 errdetail("The data given for \"%s\" is a JSON %s.", event,
+						   JB_ROOT_IS_ARRAY(data) && !JB_ROOT_IS_SCALAR(data) ?
+						   "array" : "scalar"),
+				 errhint("Pass the event's fields as an object, for example jsonb_build_object('contactId', ...).")));
+
+	for (int i = 0; i < nfields; i++)
+	{
+		JsonbValue *v = kw_find_key(&data->root, fields[i].name);
+
+		if (v == NULL || v->type == jbvNull)
+		{
+			if (fields[i].required)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("required field \"%s\" of event \"%s\" is %s",
+								fields[i].name, event,
+								v == NULL ? "missing" : "null"),
+						 errhint("The fields of \"%s\" are: %s.", event,
+								 kw_describe_fields(fields, nfields))));
+			continue;
+		}
+		if (strcmp(kw_json_type(v), fields[i].type) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("field \"%s\" of event \"%s\" must be of type %s, not %s",
+							fields[i].name, event, fields[i].type,
+							kw_json_type(v)),
+					 errhint("The fields of \"%s\" are: %s.", event,
+							 kw_describe_fields(fields, nfields))));
+	}
+}
+
+/*
+ * Error context for a sample that does not fit the fields of its type, so
+ * that the error says it is about the sample.
+ */
+static void
+kw_sample_error_context(void *arg)
+{
+	errcontext("checking the sample of event type \"%s\" against its fields",
+			   (const char *) arg);
+}
+
+/*
+ * Validate one event_types row: its fields description, and its sample as
+ * data of the type.
+ */
+void
+kw_check_event_type(const char *name, Jsonb *fields, Jsonb *sample)
+{
+	int			nfields;
+	KwField    *parsed = kw_parse_fields(name, fields, &nfields);
+	ErrorContextCallback errcallback;
+
+	errcallback.callback = kw_sample_error_context;
+	errcallback.arg = unconstify(char *, name);
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+	kw_validate_data(name, parsed, nfields, sample);
+	error_context_stack = errcallback.previous;
+}
+
+/* Prepare a statement once and keep it for the life of the backend. */
+static SPIPlanPtr
+kw_keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s",
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/* Make sure the cache contexts exist. */
+static void
+kw_cache_setup(void)
+{
+	if (kw_types_context == NULL)
+	{
+		kw_types_context = AllocSetContextCreate(CacheMemoryContext,
+												 "konvox_webhooks event types",
+												 ALLOCSET_SMALL_SIZES);
+		kw_companies_context = AllocSetContextCreate(CacheMemoryContext,
+													 "konvox_webhooks endpoints",
+													 ALLOCSET_DEFAULT_SIZES);
+	}
+}
+
+/*
+ * Load every event type into the cache.  If an invalidation arrives while
+ * we read, the result is used for this call but not kept.
+ */
+static HTAB *
+kw_load_event_types(void)
+{
+	uint64		gen;
+	HASHCTL		ctl;
+	HTAB	   *htab;
+	MemoryContext cxt;
+
+	kw_cache_setup();
+	kw_event_types_relid = kw_relid("event_types");
+	gen = kw_event_types_gen;
+
+	SPI_connect();
+	if (kw_load_types_plan == NULL)
+		kw_load_types_plan = kw_keep_plan(
+			"SELECT name, fields FROM webhooks.event_types", 0, NULL);
+	if (SPI_execute_snapshot(kw_load_types_plan, NULL, NULL,
+							 GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read webhooks.event_types");
+
+	cxt = (gen == kw_event_types_gen) ? kw_types_context : CurTransactionContext;
+	ctl.keysize = KW_KEY_LEN;
+	ctl.entrysize = sizeof(KwEventTypeEntry);
+	ctl.hcxt = cxt;
+	htab = hash_create("konvox_webhooks event types", 16, &ctl,
+					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		char	   *name = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
+		bool		isnull;
+		Datum		fields = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2,
+										   &isnull);
+		KwEventTypeEntry *entry;
+		MemoryContext old;
+
+		if (strlen(name) >= KW_KEY_LEN || isnull)
+			continue;
+		entry = hash_search(htab, name, HASH_ENTER, NULL);
+		old = MemoryContextSwitchTo(cxt);
+		entry->fields = kw_parse_fields(name, DatumGetJsonbP(fields),
+										&entry->nfields);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+
+	if (cxt == kw_types_context)
+		kw_event_types = htab;
+	return htab;
+}
+
+/* list_sort comparator for C strings. */
+static int
+kw_cmp_cstring(const ListCell *a, const ListCell *b)
+{
+	return strcmp((const char *) lfirst(a), (const char *) lfirst(b));
+}
+
+/* Raise the error for an event name that event_types does not hold. */
+static void
+kw_unknown_event(const char *event, HTAB *types)
+{
+	HASH_SEQ_STATUS status;
+	KwEventTypeEntry *entry;
+	List	   *names = NIL;
+	StringInfoData buf;
+	ListCell   *lc;
+
+	hash_seq_init(&status, types);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		names = lappend(names, entry->name);
+	list_sort(names, kw_cmp_cstring);
+
+	initStringInfo(&buf);
+	foreach(lc, names)
+		appendStringInfo(&buf, "%s%s", buf.len > 0 ? ", " : "",
+						 (char *) lfirst(lc));
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown event type \"%s\"", event),
+			 errhint("Known event types: %s.", buf.len > 0 ? buf.data : "none")));
+}
+
+/*
+ * Check an event: its type exists and data is valid for it.
+ */
+void
+kw_validate_event(const char *event, Jsonb *data)
+{
+	HTAB	   *types = kw_event_types;
+	KwEventTypeEntry *entry = NULL;
+
+	if (types == NULL)
+		types = kw_load_event_types();
+	if (strlen(event) < KW_KEY_LEN)
+		entry = hash_search(types, event, HASH_FIND, NULL);
+	if (entry == NULL)
+		kw_unknown_event(event, types);
+	kw_validate_data(event, entry->fields, entry->nfields, data);
+}
+
+/*
+ * The active endpoints of a company, from the cache or loaded into it.  As
+ * for event types, a load that an invalidation overtook is not kept.
+ */
+static KwCompanyEntry *
+kw_company_endpoints(const char *company_id)
+{
+	uint64		gen;
+	KwCompanyEntry *entry;
+	MemoryContext cxt;
+	MemoryContext old;
+	Datum		args[1];
+	Oid			types[1] = {TEXTOID};
+
+	if (kw_companies != NULL)
+	{
+		entry = hash_search(kw_companies, company_id, HASH_FIND, NULL);
+		if (entry != NULL)
+			return entry;
+	}
+
+	kw_cache_setup();
+	kw_endpoints_relid = kw_relid("endpoints");
+	gen = kw_companies_gen;
+
+	SPI_connect();
+	if (kw_load_endpoints_plan == NULL)
+		kw_load_endpoints_plan = kw_keep_plan(
+			"SELECT id, events FROM webhooks.endpoints"
+			" WHERE company_id OPERATOR(pg_catalog.=) $1 AND active"
+			" ORDER BY id",
+			1, types);
+	args[0] = CStringGetTextDatum(company_id);
+	if (SPI_execute_snapshot(kw_load_endpoints_plan, args, NULL,
+							 GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read webhooks.endpoints");
+
+	if (gen == kw_companies_gen)
+	{
+		cxt = kw_companies_context;
+		if (kw_companies == NULL ||
+			hash_get_num_entries(kw_companies) >= KW_MAX_COMPANIES)
+		{
+			HASHCTL		ctl;
+
+			MemoryContextReset(kw_companies_context);
+			ctl.keysize = KW_KEY_LEN;
+			ctl.entrysize = sizeof(KwCompanyEntry);
+			ctl.hcxt = kw_companies_context;
+			kw_companies = hash_create("konvox_webhooks endpoints", 64, &ctl,
+									   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		}
+		entry = hash_search(kw_companies, company_id, HASH_ENTER, NULL);
+	}
+	else
+	{
+		cxt = CurTransactionContext;
+		entry = MemoryContextAllocZero(cxt, sizeof(KwCompanyEntry));
+	}
+
+	old = MemoryContextSwitchTo(cxt);
+	entry->nendpoints = (int) SPI_processed;
+	entry->endpoints = palloc0(sizeof(KwEndpointRef) *
+							   Max(1, entry->nendpoints));
+	for (int i = 0; i < entry->nendpoints; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum	   *elems;
+		int			nelems;
+		KwEndpointRef *ep = &entry->endpoints[i];
+
+		ep->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 2,
+														   &isnull)),
+						  TEXTOID, -1, false, TYPALIGN_INT,
+						  &elems, NULL, &nelems);
+		ep->nevents = nelems;
+		ep->events = palloc(sizeof(char *) * Max(1, nelems));
+		for (int j = 0; j < nelems; j++)
+			ep->events[j] = TextDatumGetCString(elems[j]);
+	}
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	return entry;
+}
+
+/* Open one table for inserting, with its indexes. */
+static void
+kw_open_table(KwTableWriter *tw, Oid relid)
+{
+	tw->rel = table_open(relid, RowExclusiveLock);
+	tw->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(tw->rri, tw->rel, 0, NULL, 0);
+	ExecOpenIndices(tw->rri, false);
+	tw->slot = table_slot_create(tw->rel, NULL);
+}
+
+/* Close what kw_open_table opened. */
+static void
+kw_close_table(KwTableWriter *tw)
+{
+	ExecDropSingleTupleTableSlot(tw->slot);
+	ExecCloseIndices(tw->rri);
+	table_close(tw->rel, NoLock);
+}
+
+/* Column number of a column of ours, which must exist. */
+static AttrNumber
+kw_attnum(Relation rel, const char *name)
+{
+	AttrNumber	attnum = get_attnum(RelationGetRelid(rel), name);
+
+	if (attnum == InvalidAttrNumber)
+		elog(ERROR, "column \"%s\" of \"%s\" does not exist", name,
+			 RelationGetRelationName(rel));
+	return attnum;
+}
+
+/*
+ * Open the writer for this transaction, in TopTransactionContext and owned
+ * by the top-level transaction's resource owner, so that it outlives the
+ * statement (and any subtransaction) that opened it.
+ */
+static KwWriter *
+kw_open_writer(void)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+	ResourceOwner save = CurrentResourceOwner;
+	KwWriter   *w = palloc0(sizeof(KwWriter));
+	Relation	rel;
+
+	kw_events_relid = kw_relid("events");
+	kw_deliveries_relid = kw_relid("deliveries");
+	kw_writer_stale = false;
+
+	CurrentResourceOwner = TopTransactionResourceOwner;
+	w->estate = CreateExecutorState();
+	w->pending = CStringGetTextDatum("pending");
+	kw_open_table(&w->events, kw_events_relid);
+	kw_open_table(&w->deliveries, kw_deliveries_relid);
+
+	rel = w->events.rel;
+	w->ev_id = kw_attnum(rel, "id");
+	w->ev_event = kw_attnum(rel, "event");
+	w->ev_company = kw_attnum(rel, "company_id");
+	w->ev_data = kw_attnum(rel, "data");
+	w->ev_created = kw_attnum(rel, "created_at");
+
+	rel = w->deliveries.rel;
+	w->d_id = kw_attnum(rel, "id");
+	w->d_event = kw_attnum(rel, "event_id");
+	w->d_endpoint = kw_attnum(rel, "endpoint_id");
+	w->d_status = kw_attnum(rel, "status");
+	w->d_attempts = kw_attnum(rel, "attempts");
+	w->d_next = kw_attnum(rel, "next_attempt_at");
+	w->d_created = kw_attnum(rel, "created_at");
+	w->delivery_seq = getIdentitySequence(kw_deliveries_relid, w->d_id, false);
+
+	CurrentResourceOwner = save;
+	MemoryContextSwitchTo(old);
+	return w;
+}
+
+/* Close the writer, if open. */
+static void
+kw_close_writer(void)
+{
+	KwWriter   *w = kw_writer;
+	ResourceOwner save = CurrentResourceOwner;
+
+	if (w == NULL)
+		return;
+	kw_writer = NULL;
+	CurrentResourceOwner = TopTransactionResourceOwner;
+	kw_close_table(&w->events);
+	kw_close_table(&w->deliveries);
+	FreeExecutorState(w->estate);
+	CurrentResourceOwner = save;
+}
+
+/* Insert the row in tw's slot, and its index entries. */
+static void
+kw_insert(KwWriter *w, KwTableWriter *tw)
+{
+	ExecStoreVirtualTuple(tw->slot);
+	table_tuple_insert(tw->rel, tw->slot, GetCurrentCommandId(true), 0, NULL);
+	if (tw->rri->ri_NumIndices > 0)
+		ExecInsertIndexTuples(tw->rri, tw->slot, w->estate, false, false,
+							  NULL, NIL);
+	ResetPerTupleExprContext(w->estate);
+}
+
+/*
+ * Store an event, and a pending delivery for each active endpoint of its
+ * company subscribed to it.  Returns the number of deliveries.
+ */
+int
+kw_write_event(pg_uuid_t *id, text *event, text *company_id, Jsonb *data)
+{
+	KwWriter   *w;
+	TupleTableSlot *slot;
+	KwCompanyEntry *company;
+	char	   *event_name = text_to_cstring(event);
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	int			ndeliveries = 0;
+
+	company = kw_company_endpoints(text_to_cstring(company_id));
+
+	if (kw_writer != NULL && kw_writer_stale)
+		kw_close_writer();
+	if (kw_writer == NULL)
+		kw_writer = kw_open_writer();
+	w = kw_writer;
+
+	slot = w->events.slot;
+	ExecClearTuple(slot);
+	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
+	slot->tts_values[w->ev_id - 1] = UUIDPGetDatum(id);
+	slot->tts_isnull[w->ev_id - 1] = false;
+	slot->tts_values[w->ev_event - 1] = PointerGetDatum(event);
+	slot->tts_isnull[w->ev_event - 1] = false;
+	slot->tts_values[w->ev_company - 1] = PointerGetDatum(company_id);
+	slot->tts_isnull[w->ev_company - 1] = false;
+	slot->tts_values[w->ev_data - 1] = JsonbPGetDatum(data);
+	slot->tts_isnull[w->ev_data - 1] = false;
+	slot->tts_values[w->ev_created - 1] = TimestampTzGetDatum(now);
+	slot->tts_isnull[w->ev_created - 1] = false;
+	kw_insert(w, &w->events);
+
+	for (int i = 0; i < company->nendpoints; i++)
+	{
+		KwEndpointRef *ep = &company->endpoints[i];
+		bool		subscribed = false;
+
+		for (int j = 0; j < ep->nevents && !subscribed; j++)
+			subscribed = (strcmp(ep->events[j], event_name) == 0);
+		if (!subscribed)
+			continue;
+
+		slot = w->deliveries.slot;
+		ExecClearTuple(slot);
+		memset(slot->tts_isnull, true,
+			   sizeof(bool) * slot->tts_tupleDescriptor->natts);
+		slot->tts_values[w->d_id - 1] =
+			Int64GetDatum(nextval_internal(w->delivery_seq, false));
+		slot->tts_isnull[w->d_id - 1] = false;
+		slot->tts_values[w->d_event - 1] = UUIDPGetDatum(id);
+		slot->tts_isnull[w->d_event - 1] = false;
+		slot->tts_values[w->d_endpoint - 1] = Int64GetDatum(ep->id);
+		slot->tts_isnull[w->d_endpoint - 1] = false;
+		slot->tts_values[w->d_status - 1] = w->pending;
+		slot->tts_isnull[w->d_status - 1] = false;
+		slot->tts_values[w->d_attempts - 1] = Int32GetDatum(0);
+		slot->tts_isnull[w->d_attempts - 1] = false;
+		slot->tts_values[w->d_next - 1] = TimestampTzGetDatum(now);
+		slot->tts_isnull[w->d_next - 1] = false;
+		slot->tts_values[w->d_created - 1] = TimestampTzGetDatum(now);
+		slot->tts_isnull[w->d_created - 1] = false;
+		kw_insert(w, &w->deliveries);
+		ndeliveries++;
+	}
+	return ndeliveries;
+}
