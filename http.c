@@ -568,12 +568,15 @@ kw_http_check_url(const char *url)
 		return "Out of memory while parsing the URL.";
 
 	rc = curl_url_set(h, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
-	if (rc != CURLUE_OK)
+	if (rc == CURLUE_NO_HOST)
+		problem = "The URL has no host.";
+	else if (rc != CURLUE_OK)
 		problem = "The URL could not be parsed.";
 	else if (curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 			 (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
 		problem = "Only http and https URLs are allowed.";
-	else if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+	else if (strstr(url, "://") == NULL || strstr(url, "://")[3] == '/' ||
+			 curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
 			 host[0] == '\0')
 		problem = "The URL has no host.";
 	else if (curl_url_get(h, CURLUPART_USER, &user, 0) == CURLUE_OK ||

@@ -88,6 +88,38 @@ CREATE TRIGGER event_types_check
 COMMENT ON TRIGGER event_types_check ON webhooks.event_types IS
 'Validates fields and sample';
 
+CREATE FUNCTION webhooks._event_type_in_use()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    users text;
+BEGIN
+    IF TG_OP = 'DELETE' OR NEW.name IS DISTINCT FROM OLD.name THEN
+        SELECT string_agg(e.id::text, ', ' ORDER BY e.id) INTO users
+          FROM webhooks.endpoints e
+         WHERE e.events @> ARRAY[OLD.name];
+        IF users IS NOT NULL THEN
+            RAISE EXCEPTION 'event type "%" is subscribed to by endpoints %', OLD.name, users
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = 'Remove it from the events of those endpoints first.';
+        END IF;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION webhooks._event_type_in_use() IS
+'Trigger: an event type that endpoints subscribe to cannot be deleted or renamed';
+
+CREATE TRIGGER event_types_in_use
+    BEFORE UPDATE OR DELETE ON webhooks.event_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks._event_type_in_use();
+COMMENT ON TRIGGER event_types_in_use ON webhooks.event_types IS
+'Keeps subscribed event types from being deleted or renamed';
+
 CREATE TRIGGER event_types_cache
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON webhooks.event_types
     FOR EACH STATEMENT EXECUTE FUNCTION webhooks._cache_invalidate();
@@ -416,11 +448,21 @@ DECLARE
     event_id    uuid;
     delivery_id bigint;
 BEGIN
+    IF send_test.endpoint_id IS NULL THEN
+        RAISE EXCEPTION 'endpoint_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'See SELECT id, company_id, url FROM webhooks.endpoints.';
+    END IF;
     SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = send_test.endpoint_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'endpoint % does not exist', send_test.endpoint_id
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'See SELECT id, company_id, url FROM webhooks.endpoints.';
+    END IF;
+    IF NOT ep.active THEN
+        RAISE EXCEPTION 'endpoint % is inactive', ep.id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Activate it first: UPDATE webhooks.endpoints SET active = true WHERE id = ' || ep.id || '.';
     END IF;
 
     ev := coalesce(send_test.event, ep.events[1]);
@@ -444,6 +486,35 @@ END;
 $$;
 COMMENT ON FUNCTION webhooks.send_test(bigint, text) IS
 'The Send test button: the sample payload of an event type (default: the endpoint''s first) to this endpoint only; returns the delivery id';
+
+CREATE FUNCTION webhooks.rotate_secret(endpoint_id bigint,
+                                       overlap interval DEFAULT '24 hours')
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    new_secret text := webhooks.generate_secret();
+BEGIN
+    IF overlap IS NULL OR overlap < interval '0' THEN
+        RAISE EXCEPTION 'overlap must be a non-negative interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give how long the old secret keeps signing, e.g. ''24 hours'', or ''0'' to drop it at once.';
+    END IF;
+    UPDATE webhooks.endpoints e
+       SET previous_secret = e.secret,
+           previous_secret_expires_at = now() + overlap,
+           secret = new_secret
+     WHERE e.id = rotate_secret.endpoint_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint % does not exist', coalesce(rotate_secret.endpoint_id::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'See SELECT id, company_id, url FROM webhooks.endpoints.';
+    END IF;
+    RETURN new_secret;
+END;
+$$;
+COMMENT ON FUNCTION webhooks.rotate_secret(bigint, interval) IS
+'Give an endpoint a new signing secret and return it; until the overlap ends, deliveries are signed with both the new and the old secret';
 
 ---------------------------------------------------------------------------
 -- Privileges: PUBLIC gets nothing

@@ -457,7 +457,7 @@ kw_emit(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("company_id must not be empty"),
-				 errhint("Every event belongs to a company; pass its id.")));
+				 errhint("Every event and endpoint belongs to a company; pass its id.")));
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

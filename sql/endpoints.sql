@@ -214,4 +214,22 @@ UPDATE webhooks.endpoints SET events = events || 'invoice.paid'::text WHERE comp
 SELECT events FROM webhooks.endpoints WHERE company_id = 'globex';
 SELECT count(*) AS endpoints FROM webhooks.endpoints;
 
+-- an event type that endpoints subscribe to cannot be deleted or renamed
+DELETE FROM webhooks.event_types WHERE name = 'invoice.paid';
+\echo :LAST_ERROR_SQLSTATE
+UPDATE webhooks.event_types SET name = 'invoice.settled' WHERE name = 'invoice.paid';
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS still_there FROM webhooks.event_types WHERE name = 'invoice.paid';
+-- once no endpoint uses it, it can go
+UPDATE webhooks.endpoints SET events = array_remove(events, 'invoice.paid') WHERE company_id = 'globex';
+DELETE FROM webhooks.event_types WHERE name = 'invoice.paid';
+SELECT count(*) AS gone FROM webhooks.event_types WHERE name = 'invoice.paid';
+
+-- a scheme followed by fewer or more than two slashes has no host
+SELECT webhooks.create_endpoint('acme', 'http:///path', ARRAY['contact.replied']);
+\echo :LAST_ERROR_SQLSTATE
+SELECT webhooks.create_endpoint('acme', 'http:/x', ARRAY['contact.replied']);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS endpoints FROM webhooks.endpoints;
+
 DROP EXTENSION konvox_webhooks CASCADE;

@@ -79,4 +79,10 @@ SELECT webhooks.send_test(:acme1, 'contact.created');
 SELECT count(*) AS events, (SELECT count(*) FROM webhooks.deliveries) AS deliveries
   FROM webhooks.events;
 
+-- an inactive endpoint gets no test either
+UPDATE webhooks.endpoints SET active = false WHERE id = :acme1;
+SELECT webhooks.send_test(:acme1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS deliveries FROM webhooks.deliveries WHERE endpoint_id = :acme1 AND status = 'pending';
+
 DROP EXTENSION konvox_webhooks CASCADE;
