@@ -522,3 +522,6 @@ COMMENT ON FUNCTION webhooks.rotate_secret(bigint, interval) IS
 
 REVOKE ALL ON ALL TABLES IN SCHEMA webhooks FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhooks FROM PUBLIC;
+
+-- a worker waiting for the extension starts at once, not at its next look
+SELECT webhooks.wake_worker();

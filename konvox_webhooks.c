@@ -253,20 +253,17 @@ _PG_init(void)
 	RegisterXactCallback(kw_xact_callback, NULL);
 	kw_outbox_init();
 
-	for (int i = 0; i < kw_workers; i++)
-	{
-		memset(&worker, 0, sizeof(worker));
-		worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-			BGWORKER_BACKEND_DATABASE_CONNECTION;
-		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-		worker.bgw_restart_time = 5;
-		strlcpy(worker.bgw_library_name, "konvox_webhooks", BGW_MAXLEN);
-		strlcpy(worker.bgw_function_name, "kw_worker_main", BGW_MAXLEN);
-		snprintf(worker.bgw_name, BGW_MAXLEN, "%s %d", KW_WORKER_TYPE, i + 1);
-		strlcpy(worker.bgw_type, KW_WORKER_TYPE, BGW_MAXLEN);
-		worker.bgw_main_arg = Int32GetDatum(i);
-		RegisterBackgroundWorker(&worker);
-	}
+	/* the launcher starts the delivery workers once the database exists */
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	strlcpy(worker.bgw_library_name, "konvox_webhooks", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "kw_launcher_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, KW_LAUNCHER_TYPE, BGW_MAXLEN);
+	strlcpy(worker.bgw_type, KW_LAUNCHER_TYPE, BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
 }
 
 /*

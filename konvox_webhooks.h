@@ -23,6 +23,7 @@
 #define KW_VERSION			"1.0"
 #define KW_USER_AGENT		"konvox_webhooks/" KW_VERSION
 #define KW_WORKER_TYPE		"konvox_webhooks worker"
+#define KW_LAUNCHER_TYPE	"konvox_webhooks launcher"
 
 /* Bytes of a response body kept in delivery_attempts.response_body. */
 #define KW_RESPONSE_BODY_CAP	4096
@@ -110,6 +111,7 @@ extern int	kw_write_event(pg_uuid_t *id, text *event, text *company_id,
 						   Jsonb *data);
 
 /* worker.c */
+extern PGDLLEXPORT void kw_launcher_main(Datum main_arg);
 extern PGDLLEXPORT void kw_worker_main(Datum main_arg);
 
 /* http.c */
