@@ -245,12 +245,12 @@ CREATE TABLE webhooks.deliveries (
     finished_at      timestamptz
 );
 -- Every index here is paid for by each emit() and each recorded attempt, so
--- there are only two besides the key: the worker's queue, and per-endpoint
--- history.  Ids grow with time, so ranges of id stand in for ranges of
--- created_at.
+-- there are only three besides the key: the worker's queue, per-endpoint
+-- history, and the deliveries of an event.
 CREATE INDEX deliveries_due_idx ON webhooks.deliveries (next_attempt_at, id)
     WHERE status = 'pending';
 CREATE INDEX deliveries_endpoint_idx ON webhooks.deliveries (endpoint_id, id);
+CREATE INDEX deliveries_event_idx ON webhooks.deliveries (event_id);
 COMMENT ON TABLE webhooks.deliveries IS
 'One row per event and endpoint: where the delivery stands';
 COMMENT ON COLUMN webhooks.deliveries.status IS
@@ -259,6 +259,21 @@ COMMENT ON COLUMN webhooks.deliveries.attempts IS 'Attempts made so far';
 COMMENT ON COLUMN webhooks.deliveries.next_attempt_at IS 'When the next attempt is due; NULL once finished';
 COMMENT ON COLUMN webhooks.deliveries.last_status_code IS 'HTTP status of the last attempt, NULL if no response came';
 COMMENT ON COLUMN webhooks.deliveries.last_error IS 'Why the last attempt failed, NULL on success';
+
+CREATE FUNCTION webhooks._wake_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'kw_wake_trigger'
+LANGUAGE C;
+COMMENT ON FUNCTION webhooks._wake_trigger() IS
+'Trigger: wake the worker when the transaction commits';
+
+-- emit() writes its rows without firing triggers; this is for rows written
+-- by hand, by COPY or by pg_restore
+CREATE TRIGGER deliveries_wake
+    AFTER INSERT OR UPDATE ON webhooks.deliveries
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks._wake_trigger();
+COMMENT ON TRIGGER deliveries_wake ON webhooks.deliveries IS
+'Wakes the worker at commit for deliveries written by SQL';
 
 CREATE TABLE webhooks.delivery_attempts (
     delivery_id     bigint NOT NULL,
@@ -480,7 +495,6 @@ BEGIN
     INSERT INTO webhooks.deliveries (event_id, endpoint_id)
     VALUES (event_id, ep.id)
     RETURNING id INTO delivery_id;
-    PERFORM webhooks.wake_worker();
     RETURN delivery_id;
 END;
 $$;

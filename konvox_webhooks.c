@@ -21,6 +21,7 @@
 #include "common/sha2.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
@@ -31,6 +32,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "tcop/pquery.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -54,6 +56,7 @@ int			kw_request_timeout = 10000;
 int			kw_retry_base_delay = 30000;
 int			kw_max_concurrency = 256;
 int			kw_workers = 2;
+int			kw_retention = 30 * 24 * 3600;
 int			kw_max_payload_size = 256 * 1024;
 bool		kw_allow_private_targets = false;
 
@@ -74,6 +77,8 @@ PG_FUNCTION_INFO_V1(kw_new_event_id);
 PG_FUNCTION_INFO_V1(kw_generate_secret);
 PG_FUNCTION_INFO_V1(kw_sign_sql);
 PG_FUNCTION_INFO_V1(kw_wake_worker_sql);
+PG_FUNCTION_INFO_V1(kw_wake_trigger);
+PG_FUNCTION_INFO_V1(kw_worker_slots);
 PG_FUNCTION_INFO_V1(kw_endpoint_check);
 PG_FUNCTION_INFO_V1(kw_event_type_check);
 
@@ -223,6 +228,15 @@ _PG_init(void)
 							2, 1, KW_MAX_WORKERS,
 							PGC_POSTMASTER,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("konvox_webhooks.retention",
+							"How long finished deliveries and their events are kept.",
+							"The first worker deletes older ones in small batches; 0 keeps everything.",
+							&kw_retention,
+							30 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("konvox_webhooks.max_payload_size",
@@ -512,6 +526,42 @@ kw_check_company_id(text *company_id)
 				 errhint("Use the company's id, not its name or another long text.")));
 }
 
+/*
+ * webhooks._wake_trigger(): statement trigger that wakes the worker when
+ * the transaction commits.
+ */
+Datum
+kw_wake_trigger(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "kw_wake_trigger must be called as a trigger");
+	kw_wake_worker();
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * webhooks._worker_slots(): one row per configured delivery worker, with
+ * its pid (0 when not running) and the requests it has in flight.
+ */
+Datum
+kw_worker_slots(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < kw_workers; i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		values[0] = Int32GetDatum(i + 1);
+		values[1] = Int32GetDatum((int32) pg_atomic_read_u32(&kw_shared->workers[i].pid));
+		values[2] = Int32GetDatum((int32) pg_atomic_read_u32(&kw_shared->workers[i].in_flight));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
 /* The value of a named column of a trigger's new row, or NULL. */
 static char *
 kw_column(HeapTuple tuple, TupleDesc desc, const char *name)
@@ -584,6 +634,15 @@ kw_endpoint_check(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("subscribed event names must not be null")));
+
+	/*
+	 * pg_dump loads the data of endpoints before that of event_types, so a
+	 * restore would find the event types that users added missing.  Rows
+	 * loaded by COPY therefore skip this one check; an endpoint subscribed
+	 * to an unknown type simply never matches an event.
+	 */
+	if (ActivePortal != NULL && ActivePortal->commandTag == CMDTAG_COPY)
+		return PointerGetDatum(tuple);
 
 	SPI_connect();
 	args[0] = PointerGetDatum(arr);

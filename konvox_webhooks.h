@@ -20,7 +20,7 @@
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
-#define KW_VERSION			"1.0"
+#define KW_VERSION			"1.1"
 #define KW_USER_AGENT		"konvox_webhooks/" KW_VERSION
 #define KW_WORKER_TYPE		"konvox_webhooks worker"
 #define KW_LAUNCHER_TYPE	"konvox_webhooks launcher"
@@ -41,6 +41,7 @@ extern int	kw_request_timeout;
 extern int	kw_retry_base_delay;
 extern int	kw_max_concurrency;
 extern int	kw_workers;
+extern int	kw_retention;
 extern int	kw_max_payload_size;
 extern bool kw_allow_private_targets;
 

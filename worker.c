@@ -75,6 +75,12 @@
 /* Wait before starting a delivery worker again. */
 #define KW_RESTART_DELAY_MS		5000
 
+/* How often the first worker looks for history past the retention. */
+#define KW_PURGE_INTERVAL_MS	60000
+
+/* Deliveries (and events) deleted per retention transaction. */
+#define KW_PURGE_BATCH		1000
+
 /* Look at the queue at least this often, whatever else happens. */
 #define KW_IDLE_RECHECK_MS	60000
 
@@ -127,6 +133,9 @@ static bool kw_more_due = true;
  */
 static TimestampTz kw_next_due = 0;
 
+/* when the first worker next deletes history past the retention */
+static TimestampTz kw_next_purge = 0;
+
 /* the extension was missing at the last look */
 static bool kw_extension_missing = false;
 
@@ -145,6 +154,7 @@ static void kw_prepare_request(KwRequest *req, HeapTuple tuple,
 							   TupleDesc desc, TimestampTz now);
 static void kw_record(void);
 static void kw_release_results(void);
+static void kw_purge(void);
 
 /*
  * How many deliveries a claim may read now: the free slots within the
@@ -295,6 +305,11 @@ kw_worker_main(Datum main_arg)
 		if (kw_more_due && kw_claim_room() > 0)
 			kw_claim(Min(kw_claim_room(), KW_CLAIM_BATCH));
 
+		/* one small batch of retention at a time, between deliveries */
+		if (kw_worker_index == 0 && kw_retention > 0 &&
+			GetCurrentTimestamp() >= kw_next_purge)
+			kw_purge();
+
 		/* sleep until a wake-up, a socket, libcurl's timer or a due retry */
 		if (kw_extension_missing)
 			timeout = KW_MISSING_RECHECK_MS;
@@ -311,6 +326,15 @@ kw_worker_main(Datum main_arg)
 		}
 		if (kw_http_timeout() >= 0)
 			timeout = Min(timeout, kw_http_timeout());
+		if (kw_worker_index == 0 && kw_retention > 0)
+		{
+			long		secs;
+			int			usecs;
+
+			TimestampDifference(GetCurrentTimestamp(), kw_next_purge,
+								&secs, &usecs);
+			timeout = Min(timeout, secs * 1000 + (usecs + 999) / 1000);
+		}
 		if (kw_http_in_flight() == 0)
 			pgstat_report_activity(STATE_IDLE, NULL);
 
@@ -1051,6 +1075,64 @@ kw_record(void)
 	MemoryContextSwitchTo(old);
 
 	kw_release_results();
+}
+
+/*
+ * Delete one batch of history older than konvox_webhooks.retention, with
+ * webhooks._purge_batch (from version 1.1 of the extension; nothing is
+ * done while the database still has 1.0).  When the batch was full, the
+ * next one follows at the next turn of the loop; otherwise we look again
+ * in KW_PURGE_INTERVAL_MS.
+ */
+static void
+kw_purge(void)
+{
+	MemoryContext old = CurrentMemoryContext;
+	volatile bool more = false;
+
+	PG_TRY();
+	{
+		kw_begin("deleting history past retention");
+		if (kw_extension_ready() &&
+			SPI_execute("SELECT pg_catalog.to_regprocedure("
+						"'webhooks._purge_batch(timestamptz, integer)') IS NOT NULL",
+						true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1 &&
+			strcmp(SPI_getvalue(SPI_tuptable->vals[0],
+								SPI_tuptable->tupdesc, 1), "t") == 0)
+		{
+			Oid			types[2] = {TIMESTAMPTZOID, INT4OID};
+			Datum		args[2];
+
+			args[0] = TimestampTzGetDatum(GetCurrentTimestamp() -
+										  (TimestampTz) kw_retention * USECS_PER_SEC);
+			args[1] = Int32GetDatum(KW_PURGE_BATCH);
+			if (SPI_execute_with_args("SELECT deliveries, events"
+									  "  FROM webhooks._purge_batch($1, $2)",
+									  2, types, args, NULL, false, 1) !=
+				SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "could not delete history past retention");
+			more = (strcmp(SPI_getvalue(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1), "0") != 0 ||
+					strcmp(SPI_getvalue(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 2), "0") != 0);
+			if (more)
+				elog(DEBUG1, "konvox_webhooks: deleted %s deliveries and %s events past retention",
+					 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+					 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+		}
+		kw_commit();
+	}
+	PG_CATCH();
+	{
+		kw_recover();
+		more = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+
+	kw_next_purge = more ? GetCurrentTimestamp() :
+		GetCurrentTimestamp() + (TimestampTz) KW_PURGE_INTERVAL_MS * 1000;
 }
 
 /* Forget the recorded requests: out of the in-flight table, slots back. */
