@@ -527,22 +527,6 @@ kw_http_next_done(void)
 }
 
 /*
- * Drop a request without an outcome: it is removed from libcurl, and its
- * delivery, never recorded, stays pending and is sent again.
- */
-void
-kw_http_abandon(KwRequest *req)
-{
-	if (req->easy && req->header_list)
-	{
-		curl_multi_remove_handle(kw_multi, req->easy);
-		kw_running--;
-		curl_slist_free_all((struct curl_slist *) req->header_list);
-		req->header_list = NULL;
-	}
-}
-
-/*
  * Is url one that an endpoint may have?  Returns NULL if so, else a sentence
  * saying what is wrong, for the caller's errdetail.
  */

@@ -124,7 +124,6 @@ extern void kw_http_start(KwRequest *req, int timeout_ms);
 extern void kw_http_drive(void);
 extern KwRequest *kw_http_next_done(void);
 extern int	kw_http_in_flight(void);
-extern void kw_http_abandon(KwRequest *req);
 extern const char *kw_http_check_url(const char *url);
 
 #endif							/* KONVOX_WEBHOOKS_H */

@@ -19,7 +19,8 @@ use Test::More;
 use Time::HiRes qw(usleep);
 
 our @EXPORT = qw(kw_node kw_receiver receiver_log receiver_url
-  receiver_wait receiver_control unused_port);
+  receiver_wait receiver_control receiver_stats unused_port
+  kw_worker_pids kw_log_since);
 
 my $srcdir = dirname(dirname(__FILE__));
 
@@ -49,20 +50,22 @@ log_min_messages = 'info'
 	return $node;
 }
 
-# Start test/receiver.py on 127.0.0.1 and an ephemeral port.  Returns a hash
-# with port, log (path of the JSON-lines request log) and the IPC::Run
-# handle, which is killed when the test ends.
+# Start test/receiver.py on 127.0.0.1 and an ephemeral port (or the port
+# given as kw_receiver($name, port => N)).  Returns a hash with port, log
+# (path of the JSON-lines request log) and the IPC::Run handle, which is
+# killed when the test ends.
 sub kw_receiver
 {
-	my ($name) = @_;
+	my ($name, %opts) = @_;
 	$name //= 'receiver';
 	my $dir = PostgreSQL::Test::Utils::tempdir();
 	my $port_file = "$dir/port";
 	my $log = "$dir/requests.log";
+	my @port = defined $opts{port} ? ('--port', $opts{port}) : ();
 	my $h = IPC::Run::start(
 		[
 			'/usr/bin/python3', "$srcdir/test/receiver.py",
-			'--port-file', $port_file, '--log', $log
+			'--port-file', $port_file, '--log', $log, @port
 		],
 		'>', "$dir/stdout", '2>', "$dir/stderr");
 	for (my $i = 0; $i < 100 && !-s $port_file; $i++)
@@ -148,6 +151,37 @@ sub receiver_control
 	die "receiver control of $path failed: $res->{status} $res->{reason}"
 	  unless $res->{success};
 	return;
+}
+
+# The receiver's counters (see GET /_stats in test/receiver.py): requests,
+# in_flight, max_in_flight, connections, max_connections.  With $reset true
+# the maxima start again after this call.
+sub receiver_stats
+{
+	my ($r, $reset) = @_;
+	my $res = HTTP::Tiny->new(timeout => 10, no_proxy => '127.0.0.1')
+	  ->get(receiver_url($r, '/_stats' . ($reset ? '?reset=1' : '')));
+	die "receiver stats failed: $res->{status} $res->{reason}"
+	  unless $res->{success};
+	return decode_json($res->{content});
+}
+
+# The pids of the running delivery workers, in ascending order.
+sub kw_worker_pids
+{
+	my ($node, $dbname) = @_;
+	return split /\n/,
+	  $node->safe_psql($dbname // 'postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'konvox_webhooks worker' ORDER BY pid"
+	  );
+}
+
+# What the server log holds from byte $offset on (e.g. an earlier
+# -s $node->logfile).
+sub kw_log_since
+{
+	my ($node, $offset) = @_;
+	return slurp_file($node->logfile, $offset // 0);
 }
 
 # A TCP port on 127.0.0.1 with nothing listening on it: bound, read and

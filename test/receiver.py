@@ -20,6 +20,20 @@ registered with, so every endpoint of a test can behave differently:
 
 A POST to /_control/<path>?status=... replaces the script of <path>, e.g. to
 make a failing receiver recover.
+
+GET /_stats answers a JSON object about the requests so far (not counting
+/_control and /_stats themselves):
+
+    {"requests": POSTs received, "in_flight": POSTs being handled now,
+     "max_in_flight": most POSTs handled at once,
+     "connections": connections open now,
+     "max_connections": most connections open at once}
+
+GET /_stats?reset=1 answers the same and then starts the maxima again from
+the current values.
+
+--port N binds that port instead of an ephemeral one, so that a test can
+start a receiver where one was down.
 """
 
 import argparse
@@ -35,6 +49,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 lock = threading.Lock()
+stats = {"requests": 0, "in_flight": 0, "max_in_flight": 0,
+         "connections": 0, "max_connections": 0}
 counts = {}
 overrides = {}
 log_file = None
@@ -46,20 +62,56 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
+    def setup(self):
+        super().setup()
+        with lock:
+            stats["connections"] += 1
+            stats["max_connections"] = max(stats["max_connections"],
+                                           stats["connections"])
+
+    def finish(self):
+        with lock:
+            stats["connections"] -= 1
+        super().finish()
+
     def do_GET(self):
+        url = urlsplit(self.path)
+        if url.path == "/_stats":
+            with lock:
+                body = json.dumps(stats).encode()
+                if parse_qs(url.query).get("reset"):
+                    stats["max_in_flight"] = stats["in_flight"]
+                    stats["max_connections"] = stats["connections"]
+            self.answer(200, body)
+            return
         self.answer(200, b"ok")
 
     def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
         url = urlsplit(self.path)
-
         if url.path.startswith("/_control/"):
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
             target = url.path[len("/_control"):]
             with lock:
                 overrides[target] = parse_qs(url.query)
             self.answer(200, b"ok")
             return
+
+        with lock:
+            stats["requests"] += 1
+            stats["in_flight"] += 1
+            stats["max_in_flight"] = max(stats["max_in_flight"],
+                                         stats["in_flight"])
+        try:
+            self.handle_post(url)
+        finally:
+            with lock:
+                stats["in_flight"] -= 1
+
+    def handle_post(self, url):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
 
         with lock:
             script = overrides.get(url.path) or parse_qs(url.query)
@@ -124,10 +176,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port-file", required=True)
     ap.add_argument("--log", required=True)
+    ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args()
 
     log_file = open(args.log, "a", buffering=1)
-    server = Server(("127.0.0.1", 0), Handler)
+    server = Server(("127.0.0.1", args.port), Handler)
     tmp = args.port_file + ".tmp"
     with open(tmp, "w") as f:
         f.write(str(server.server_address[1]))
