@@ -763,15 +763,36 @@ kw_write_event(pg_uuid_t *id, text *event, text *company_id, Jsonb *data)
 	KwCompanyEntry *company;
 	char	   *event_name = text_to_cstring(event);
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	int64	   *endpoint_ids;
 	int			ndeliveries = 0;
-
-	company = kw_company_endpoints(text_to_cstring(company_id));
 
 	if (kw_writer != NULL && kw_writer_stale)
 		kw_close_writer();
 	if (kw_writer == NULL)
 		kw_writer = kw_open_writer();
 	w = kw_writer;
+
+	/*
+	 * Copy out the subscribed endpoints before writing anything: opening a
+	 * sequence or a TOAST table accepts invalidations, which may reset the
+	 * cache under our feet.
+	 */
+	company = kw_company_endpoints(text_to_cstring(company_id));
+	endpoint_ids = palloc(sizeof(int64) * Max(1, company->nendpoints));
+	for (int i = 0; i < company->nendpoints; i++)
+	{
+		KwEndpointRef *ep = &company->endpoints[i];
+
+		for (int j = 0; j < ep->nevents; j++)
+		{
+			if (strcmp(ep->events[j], event_name) == 0)
+			{
+				endpoint_ids[ndeliveries++] = ep->id;
+				break;
+			}
+		}
+	}
+	company = NULL;
 
 	slot = w->events.slot;
 	ExecClearTuple(slot);
@@ -788,16 +809,8 @@ kw_write_event(pg_uuid_t *id, text *event, text *company_id, Jsonb *data)
 	slot->tts_isnull[w->ev_created - 1] = false;
 	kw_insert(w, &w->events);
 
-	for (int i = 0; i < company->nendpoints; i++)
+	for (int i = 0; i < ndeliveries; i++)
 	{
-		KwEndpointRef *ep = &company->endpoints[i];
-		bool		subscribed = false;
-
-		for (int j = 0; j < ep->nevents && !subscribed; j++)
-			subscribed = (strcmp(ep->events[j], event_name) == 0);
-		if (!subscribed)
-			continue;
-
 		slot = w->deliveries.slot;
 		ExecClearTuple(slot);
 		memset(slot->tts_isnull, true,
@@ -807,7 +820,7 @@ kw_write_event(pg_uuid_t *id, text *event, text *company_id, Jsonb *data)
 		slot->tts_isnull[w->d_id - 1] = false;
 		slot->tts_values[w->d_event - 1] = UUIDPGetDatum(id);
 		slot->tts_isnull[w->d_event - 1] = false;
-		slot->tts_values[w->d_endpoint - 1] = Int64GetDatum(ep->id);
+		slot->tts_values[w->d_endpoint - 1] = Int64GetDatum(endpoint_ids[i]);
 		slot->tts_isnull[w->d_endpoint - 1] = false;
 		slot->tts_values[w->d_status - 1] = w->pending;
 		slot->tts_isnull[w->d_status - 1] = false;
@@ -818,7 +831,7 @@ kw_write_event(pg_uuid_t *id, text *event, text *company_id, Jsonb *data)
 		slot->tts_values[w->d_created - 1] = TimestampTzGetDatum(now);
 		slot->tts_isnull[w->d_created - 1] = false;
 		kw_insert(w, &w->deliveries);
-		ndeliveries++;
 	}
+	pfree(endpoint_ids);
 	return ndeliveries;
 }
