@@ -407,25 +407,45 @@ kw_generate_secret(PG_FUNCTION_ARGS)
 
 /*
  * webhooks.new_event_id(): a time-ordered UUID (version 7 layout), so that
- * the outbox's primary key grows at its right edge like a sequence.
+ * the outbox's primary key grows at its right edge like a sequence.  The 12
+ * bits after the version count events within a millisecond, so the ids one
+ * backend makes also sort in the order it made them.
  */
 Datum
 kw_new_event_id(PG_FUNCTION_ARGS)
 {
+	static uint64 last_ms = 0;
+	static uint32 counter = 0;
 	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
 	TimestampTz now = GetCurrentTimestamp();
 	uint64		unix_ms;
 
 	unix_ms = (uint64) (now / 1000) +
 		(uint64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+	if (unix_ms <= last_ms)
+	{
+		/* same millisecond (or the clock went back): count on */
+		if (++counter > 0xfff)
+		{
+			last_ms++;
+			counter = 0;
+		}
+		unix_ms = last_ms;
+	}
+	else
+	{
+		last_ms = unix_ms;
+		counter = 0;
+	}
 
-	if (!pg_strong_random(uuid->data + 6, UUID_LEN - 6))
+	if (!pg_strong_random(uuid->data + 8, UUID_LEN - 8))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random bytes")));
 	for (int i = 0; i < 6; i++)
 		uuid->data[i] = (uint8) (unix_ms >> (40 - 8 * i));
-	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x70;	/* version 7 */
+	uuid->data[6] = 0x70 | (uint8) (counter >> 8);	/* version 7 */
+	uuid->data[7] = (uint8) counter;
 	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
 
 	PG_RETURN_UUID_P(uuid);
