@@ -22,6 +22,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
@@ -362,7 +363,8 @@ kw_check_secret(const char *secret)
 
 /*
  * webhooks.sign(secret, msg_id, ts, body): the signature the worker sends,
- * for receivers to test their verification against.
+ * for receivers to test their verification against.  Like the worker, it
+ * signs the body as UTF-8, whatever the database encoding.
  */
 Datum
 kw_sign_sql(PG_FUNCTION_ARGS)
@@ -371,12 +373,23 @@ kw_sign_sql(PG_FUNCTION_ARGS)
 	char	   *msg_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	int64		ts = PG_GETARG_INT64(2);
 	text	   *body = PG_GETARG_TEXT_PP(3);
+	char	   *data = VARDATA_ANY(body);
+	int			len = VARSIZE_ANY_EXHDR(body);
 	StringInfoData out;
 
 	kw_check_secret(secret);
+	if (GetDatabaseEncoding() != PG_UTF8)
+	{
+		char	   *utf8 = pg_server_to_any(data, len, PG_UTF8);
+
+		if (utf8 != data)
+		{
+			data = utf8;
+			len = strlen(utf8);
+		}
+	}
 	initStringInfo(&out);
-	if (!kw_sign(&out, secret, msg_id, ts, VARDATA_ANY(body),
-				 VARSIZE_ANY_EXHDR(body)))
+	if (!kw_sign(&out, secret, msg_id, ts, data, len))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not compute HMAC-SHA256")));
@@ -640,6 +653,9 @@ kw_endpoint_check(PG_FUNCTION_ARGS)
 				 errhint("Give an absolute http or https URL with a host, such as https://example.com/hooks/konvox.")));
 
 	secret = kw_column(tuple, desc, "secret");
+	if (secret != NULL)
+		kw_check_secret(secret);
+	secret = kw_column(tuple, desc, "previous_secret");
 	if (secret != NULL)
 		kw_check_secret(secret);
 

@@ -871,13 +871,18 @@ kw_prepare_request(KwRequest *req, HeapTuple tuple, TupleDesc desc,
 					 "webhook-id: %s\nwebhook-timestamp: " INT64_FORMAT
 					 "\nwebhook-signature: ",
 					 event_id, unix_now);
-	kw_sign(&req->headers, secret, event_id, unix_now,
-			req->body.data, req->body.len);
+	if (!kw_sign(&req->headers, secret, event_id, unix_now,
+				 req->body.data, req->body.len))
+		elog(WARNING, "konvox_webhooks: endpoint secret of delivery " INT64_FORMAT " is not a whsec_ secret; sent unsigned",
+			 req->delivery_id);
 	if (previous_secret != NULL)
 	{
+		int			len = req->headers.len;
+
 		appendStringInfoChar(&req->headers, ' ');
-		kw_sign(&req->headers, previous_secret, event_id, unix_now,
-				req->body.data, req->body.len);
+		if (!kw_sign(&req->headers, previous_secret, event_id, unix_now,
+					 req->body.data, req->body.len))
+			req->headers.data[req->headers.len = len] = '\0';
 	}
 }
 
