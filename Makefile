@@ -13,7 +13,7 @@ PGFILEDESC = "konvox_webhooks - webhook delivery from PostgreSQL"
 EXTENSION = konvox_webhooks
 DATA = konvox_webhooks--1.0.sql konvox_webhooks--1.0--1.1.sql
 
-REGRESS = event_types endpoints emit emit_trigger send_test history sign privileges
+REGRESS = event_types endpoints emit emit_trigger send_test history sign privileges operations
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/regress.conf --encoding=UTF8 --no-locale
 TAP_TESTS = 1

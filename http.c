@@ -65,6 +65,8 @@ static size_t kw_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata);
 static curl_socket_t kw_open_socket_cb(void *clientp, curlsocktype purpose,
 									   struct curl_sockaddr *address);
 static int	kw_close_socket_cb(void *clientp, curl_socket_t s);
+static int	kw_prereq_cb(void *clientp, char *primary_ip, char *local_ip,
+						 int primary_port, int local_port);
 static void kw_finish(KwRequest *req, CURLcode result);
 
 /*
@@ -327,12 +329,48 @@ kw_open_socket_cb(void *clientp, curlsocktype purpose,
 			inet_ntop(AF_INET6,
 					  &((struct sockaddr_in6 *) &address->addr)->sin6_addr,
 					  host, sizeof(host));
-		snprintf(req->errbuf, sizeof(req->errbuf),
+		/* in error, not errbuf: libcurl writes its own failure there */
+		snprintf(req->error, sizeof(req->error),
 				 "target address %s is not allowed", host);
 		req->refused = true;
 		return CURL_SOCKET_BAD;
 	}
 	return socket(address->family, address->socktype, address->protocol);
+}
+
+/*
+ * libcurl's pre-request callback, called for every request, whether its
+ * connection is new or kept alive: the second line of the address check.
+ * Without it, a connection opened while allow_private_targets was on would
+ * go on being used after it was turned off.
+ */
+static int
+kw_prereq_cb(void *clientp, char *primary_ip, char *local_ip,
+			 int primary_port, int local_port)
+{
+	KwRequest  *req = (KwRequest *) clientp;
+	struct sockaddr_storage ss;
+
+	if (kw_allow_private_targets)
+		return CURL_PREREQFUNC_OK;
+
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, primary_ip,
+				  &((struct sockaddr_in *) &ss)->sin_addr) == 1)
+		ss.ss_family = AF_INET;
+	else if (inet_pton(AF_INET6, primary_ip,
+					   &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
+		ss.ss_family = AF_INET6;
+
+	if (ss.ss_family == AF_UNSPEC ||
+		!kw_address_allowed((struct sockaddr *) &ss))
+	{
+		snprintf(req->error, sizeof(req->error),
+				 "target address %s is not allowed", primary_ip);
+		req->refused = true;
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
 }
 
 /*
@@ -376,6 +414,8 @@ kw_http_start(KwRequest *req, int timeout_ms)
 		curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, kw_open_socket_cb);
 		curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
 		curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, kw_close_socket_cb);
+		curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, kw_prereq_cb);
+		curl_easy_setopt(easy, CURLOPT_PREREQDATA, req);
 		curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 		curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	}
@@ -491,10 +531,9 @@ kw_finish(KwRequest *req, CURLcode result)
 		req->succeeded = true;
 	else if (result == CURLE_OK)
 		snprintf(req->error, sizeof(req->error), "HTTP %ld", code);
-	else if (req->refused)
-		strlcpy(req->error, req->errbuf, sizeof(req->error));
-	else
+	else if (!req->refused)
 		strlcpy(req->error, curl_easy_strerror(result), sizeof(req->error));
+	/* else the open-socket callback has written why into req->error */
 
 	if (req->header_list)
 	{

@@ -291,6 +291,22 @@ SELECT pg_catalog.pg_extension_config_dump('webhooks.deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('webhooks.deliveries_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('webhooks.delivery_attempts', '');
 
+-- A restore loads deliveries before endpoints and events, each table in a
+-- transaction of its own, so the worker that the deliveries wake finds
+-- their events missing and would look again only a minute later.  Loading
+-- events or endpoints wakes it too: whichever table comes last sets the
+-- pending deliveries going.  emit() writes events without firing triggers.
+CREATE TRIGGER events_wake
+    AFTER INSERT ON webhooks.events
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks._wake_trigger();
+COMMENT ON TRIGGER events_wake ON webhooks.events IS
+'Wakes the worker at commit for events written by SQL, as a restore writes them after their deliveries';
+CREATE TRIGGER endpoints_wake
+    AFTER INSERT ON webhooks.endpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks._wake_trigger();
+COMMENT ON TRIGGER endpoints_wake ON webhooks.endpoints IS
+'Wakes the worker at commit for endpoints written by SQL, as a restore writes them after their deliveries';
+
 ---------------------------------------------------------------------------
 -- Privileges: PUBLIC gets nothing
 ---------------------------------------------------------------------------

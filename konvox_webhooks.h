@@ -76,6 +76,7 @@ typedef struct KwRequest
 {
 	/* set by the worker */
 	int64		delivery_id;
+	Oid			extension_oid;	/* the extension the delivery belongs to */
 	int32		attempt;		/* the number of this attempt, from 1 */
 	StringInfoData url;
 	StringInfoData body;

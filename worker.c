@@ -90,7 +90,8 @@
 /* An entry of the in-flight table. */
 typedef struct KwInFlight
 {
-	int64		delivery_id;
+	int64		delivery_id;	/* hash key */
+	Oid			extension_oid;	/* of the extension it was claimed from */
 } KwInFlight;
 
 static KwWorkerSlot *kw_me;
@@ -135,6 +136,13 @@ static TimestampTz kw_next_due = 0;
 
 /* when the first worker next deletes history past the retention */
 static TimestampTz kw_next_purge = 0;
+
+/*
+ * The extension as we last saw it.  Dropped and created again, it numbers
+ * its deliveries from 1 again, so a request claimed from the old one must
+ * not be recorded against, or hide, a new delivery of the same id.
+ */
+static Oid	kw_extension_oid = InvalidOid;
 
 /* the extension was missing at the last look */
 static bool kw_extension_missing = false;
@@ -335,7 +343,10 @@ kw_worker_main(Datum main_arg)
 								&secs, &usecs);
 			timeout = Min(timeout, secs * 1000 + (usecs + 999) / 1000);
 		}
-		if (kw_http_in_flight() == 0)
+		/* what pg_stat_activity shows while we wait */
+		if (kw_http_in_flight() > 0)
+			pgstat_report_activity(STATE_RUNNING, "delivering webhooks");
+		else
 			pgstat_report_activity(STATE_IDLE, NULL);
 
 		if (WaitEventSetWait(wait_set, timeout, &event, 1,
@@ -633,7 +644,15 @@ kw_recover(void)
 static bool
 kw_extension_ready(void)
 {
-	bool		ready = OidIsValid(get_extension_oid("konvox_webhooks", true));
+	Oid			oid = get_extension_oid("konvox_webhooks", true);
+	bool		ready = OidIsValid(oid);
+
+	if (ready && OidIsValid(kw_extension_oid) && oid != kw_extension_oid)
+		ereport(LOG,
+				(errmsg("konvox_webhooks worker found the extension created again; outcomes of %d requests in flight will not be recorded",
+						kw_http_in_flight())));
+	if (ready)
+		kw_extension_oid = oid;
 
 	if (!ready && !kw_extension_missing)
 		ereport(LOG,
@@ -723,6 +742,7 @@ kw_claim(int limit)
 				TupleDesc	desc = SPI_tuptable->tupdesc;
 				bool		isnull;
 				int64		id;
+				KwInFlight *entry;
 
 				id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
 				if (i == nread - 1)
@@ -731,7 +751,8 @@ kw_claim(int limit)
 					kw_cursor_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 3,
 																	 &isnull));
 				}
-				if (hash_search(kw_in_flight, &id, HASH_FIND, NULL) != NULL)
+				entry = hash_search(kw_in_flight, &id, HASH_FIND, NULL);
+				if (entry != NULL && entry->extension_oid == kw_extension_oid)
 					continue;
 
 				kw_claimed[kw_nclaimed] = kw_free[--kw_nfree];
@@ -776,13 +797,14 @@ kw_claim(int limit)
 	MemoryContextSwitchTo(old);
 
 	/* the transaction is over: now, and only now, send */
-	if (kw_nclaimed > 0)
-		pgstat_report_activity(STATE_RUNNING, "delivering webhooks");
 	for (int i = 0; i < kw_nclaimed; i++)
 	{
 		KwRequest  *req = kw_claimed[i];
 
-		hash_search(kw_in_flight, &req->delivery_id, HASH_ENTER, NULL);
+		KwInFlight *entry;
+
+		entry = hash_search(kw_in_flight, &req->delivery_id, HASH_ENTER, NULL);
+		entry->extension_oid = req->extension_oid;
 		kw_http_start(req, kw_request_timeout);
 	}
 	kw_nclaimed = 0;
@@ -823,6 +845,7 @@ kw_prepare_request(KwRequest *req, HeapTuple tuple, TupleDesc desc,
 	int64		unix_now;
 
 	req->delivery_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+	req->extension_oid = kw_extension_oid;
 	req->attempt = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull)) + 1;
 	event_id = DatumGetCString(DirectFunctionCall1(uuid_out,
 												   SPI_getbinval(tuple, desc, 4,
@@ -941,29 +964,29 @@ static void
 kw_record(void)
 {
 	MemoryContext old = CurrentMemoryContext;
-	int			n = kw_nresults;
 
 	PG_TRY();
 	{
 		kw_begin("recording delivery results");
 		if (kw_extension_ready())
 		{
-			Datum	   *ids = palloc(sizeof(Datum) * n);
-			Datum	   *attempts = palloc(sizeof(Datum) * n);
-			Datum	   *statuses = palloc(sizeof(Datum) * n);
-			Datum	   *codes = palloc(sizeof(Datum) * n);
-			Datum	   *errors = palloc(sizeof(Datum) * n);
-			Datum	   *started = palloc(sizeof(Datum) * n);
-			Datum	   *durations = palloc(sizeof(Datum) * n);
-			Datum	   *bodies = palloc(sizeof(Datum) * n);
-			Datum	   *next_at = palloc(sizeof(Datum) * n);
-			Datum	   *finished = palloc(sizeof(Datum) * n);
-			bool	   *code_nulls = palloc(sizeof(bool) * n);
-			bool	   *error_nulls = palloc(sizeof(bool) * n);
-			bool	   *body_nulls = palloc(sizeof(bool) * n);
-			bool	   *next_nulls = palloc(sizeof(bool) * n);
-			bool	   *finished_nulls = palloc(sizeof(bool) * n);
+			Datum	   *ids = palloc(sizeof(Datum) * kw_nresults);
+			Datum	   *attempts = palloc(sizeof(Datum) * kw_nresults);
+			Datum	   *statuses = palloc(sizeof(Datum) * kw_nresults);
+			Datum	   *codes = palloc(sizeof(Datum) * kw_nresults);
+			Datum	   *errors = palloc(sizeof(Datum) * kw_nresults);
+			Datum	   *started = palloc(sizeof(Datum) * kw_nresults);
+			Datum	   *durations = palloc(sizeof(Datum) * kw_nresults);
+			Datum	   *bodies = palloc(sizeof(Datum) * kw_nresults);
+			Datum	   *next_at = palloc(sizeof(Datum) * kw_nresults);
+			Datum	   *finished = palloc(sizeof(Datum) * kw_nresults);
+			bool	   *code_nulls = palloc(sizeof(bool) * kw_nresults);
+			bool	   *error_nulls = palloc(sizeof(bool) * kw_nresults);
+			bool	   *body_nulls = palloc(sizeof(bool) * kw_nresults);
+			bool	   *next_nulls = palloc(sizeof(bool) * kw_nresults);
+			bool	   *finished_nulls = palloc(sizeof(bool) * kw_nresults);
 			Datum		args[10];
+			int			n;
 
 			if (kw_record_plan == NULL)
 			{
@@ -999,11 +1022,18 @@ kw_record(void)
 					10, types);
 			}
 
-			for (int i = 0; i < n; i++)
+			n = 0;
+			for (int r = 0; r < kw_nresults; r++)
 			{
-				KwRequest  *req = kw_results[i];
+				KwRequest  *req = kw_results[r];
+				int			i;
 				const char *status;
 				TimestampTz retry_at = 0;
+
+				/* claimed from an extension since dropped: nothing to record */
+				if (req->extension_oid != kw_extension_oid)
+					continue;
+				i = n++;
 
 				if (req->succeeded)
 					status = "delivered";
@@ -1057,7 +1087,8 @@ kw_record(void)
 			args[8] = kw_array(next_at, next_nulls, n, TIMESTAMPTZOID);
 			args[9] = kw_array(finished, finished_nulls, n, TIMESTAMPTZOID);
 
-			if (SPI_execute_plan(kw_record_plan, args, NULL, false, 0) !=
+			if (n > 0 &&
+				SPI_execute_plan(kw_record_plan, args, NULL, false, 0) !=
 				SPI_OK_INSERT)
 				elog(ERROR, "could not record delivery results");
 
@@ -1147,8 +1178,11 @@ kw_release_results(void)
 	for (int i = 0; i < kw_nresults; i++)
 	{
 		KwRequest  *req = kw_results[i];
+		KwInFlight *entry;
 
-		hash_search(kw_in_flight, &req->delivery_id, HASH_REMOVE, NULL);
+		entry = hash_search(kw_in_flight, &req->delivery_id, HASH_FIND, NULL);
+		if (entry != NULL && entry->extension_oid == req->extension_oid)
+			hash_search(kw_in_flight, &req->delivery_id, HASH_REMOVE, NULL);
 		kw_free_slot(req);
 	}
 	kw_nresults = 0;
