@@ -15,6 +15,7 @@
 #define KONVOX_WEBHOOKS_H
 
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "port/atomics.h"
 #include "utils/jsonb.h"
@@ -106,6 +107,7 @@ extern bool kw_sign(StringInfo out, const char *secret, const char *msg_id,
 
 /* outbox.c */
 extern void kw_outbox_init(void);
+extern SPIPlanPtr kw_keep_plan(const char *sql, int nargs, Oid *argtypes);
 extern void kw_validate_event(const char *event, Jsonb *data);
 extern void kw_check_event_type(const char *name, Jsonb *fields,
 								Jsonb *sample);

@@ -422,8 +422,11 @@ kw_check_event_type(const char *name, Jsonb *fields, Jsonb *sample)
 	error_context_stack = errcallback.previous;
 }
 
-/* Prepare a statement once and keep it for the life of the backend. */
-static SPIPlanPtr
+/*
+ * Prepare a statement once and keep it for the life of the process; used by
+ * emit()'s cache loads and by the worker.
+ */
+SPIPlanPtr
 kw_keep_plan(const char *sql, int nargs, Oid *argtypes)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);

@@ -164,6 +164,17 @@ static void kw_record(void);
 static void kw_release_results(void);
 static void kw_purge(void);
 
+/* Milliseconds from now until t, rounded up; 0 if t has passed. */
+static long
+kw_ms_until(TimestampTz t)
+{
+	long		secs;
+	int			usecs;
+
+	TimestampDifference(GetCurrentTimestamp(), t, &secs, &usecs);
+	return secs * 1000 + (usecs + 999) / 1000;
+}
+
 /*
  * How many deliveries a claim may read now: the free slots within the
  * concurrency cap, but only once a quarter of the cap is free (or nothing is
@@ -324,25 +335,11 @@ kw_worker_main(Datum main_arg)
 		else if (kw_more_due && kw_claim_room() > 0)
 			timeout = 0;
 		else
-		{
-			long		secs;
-			int			usecs;
-
-			TimestampDifference(GetCurrentTimestamp(), kw_next_due,
-								&secs, &usecs);
-			timeout = secs * 1000 + (usecs + 999) / 1000;
-		}
+			timeout = kw_ms_until(kw_next_due);
 		if (kw_http_timeout() >= 0)
 			timeout = Min(timeout, kw_http_timeout());
 		if (kw_worker_index == 0 && kw_retention > 0)
-		{
-			long		secs;
-			int			usecs;
-
-			TimestampDifference(GetCurrentTimestamp(), kw_next_purge,
-								&secs, &usecs);
-			timeout = Min(timeout, secs * 1000 + (usecs + 999) / 1000);
-		}
+			timeout = Min(timeout, kw_ms_until(kw_next_purge));
 		/* what pg_stat_activity shows while we wait */
 		if (kw_http_in_flight() > 0)
 			pgstat_report_activity(STATE_RUNNING, "delivering webhooks");
@@ -665,18 +662,6 @@ kw_extension_ready(void)
 						kw_database_name)));
 	kw_extension_missing = !ready;
 	return ready;
-}
-
-/* Prepare a statement once and keep it for the life of the worker. */
-static SPIPlanPtr
-kw_keep_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
 }
 
 /*
