@@ -38,12 +38,14 @@
  * usually wants the same events, so no epoll_ctl is needed at all.  A socket
  * that turns ready while unwanted (the peer closed it) is taken out then,
  * and libcurl's close-socket callback clears the entry before the
- * descriptor can be reused.
+ * descriptor can be reused.  Other sockets libcurl watches (its resolver's,
+ * closed without our callback) are taken out as soon as it stops watching.
  */
 typedef struct KwSocket
 {
 	bool		registered;		/* in the epoll set */
 	bool		wanted;			/* libcurl is watching it */
+	bool		connection;		/* opened and closed through our callbacks */
 	uint32		events;			/* what the epoll set watches for */
 } KwSocket;
 
@@ -67,7 +69,7 @@ static curl_socket_t kw_open_socket_cb(void *clientp, curlsocktype purpose,
 static int	kw_close_socket_cb(void *clientp, curl_socket_t s);
 static int	kw_prereq_cb(void *clientp, char *primary_ip, char *local_ip,
 						 int primary_port, int local_port);
-static void kw_finish(KwRequest *req, CURLcode result);
+static void kw_finish(KwRequest *req, CURLcode result, bool transferred);
 
 /*
  * Set up libcurl, the multi handle and the epoll set.  Called once by the
@@ -184,6 +186,11 @@ kw_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 	if (what == CURL_POLL_REMOVE)
 	{
 		st->wanted = false;
+		if (!st->connection && st->registered)
+		{
+			epoll_ctl(kw_epfd, EPOLL_CTL_DEL, s, NULL);
+			st->registered = false;
+		}
 		return 0;
 	}
 
@@ -278,7 +285,9 @@ kw_address_allowed(const struct sockaddr *sa)
 			(a >> 22) == ((100 << 2) | 1) ||	/* 100.64.0.0/10 */
 			(a >> 16) == ((169 << 8) | 254) ||	/* 169.254.0.0/16 */
 			(a >> 20) == ((172 << 4) | 1) ||	/* 172.16.0.0/12 */
+			(a >> 8) == ((192 << 16) | 0) ||	/* 192.0.0.0/24 */
 			(a >> 16) == ((192 << 8) | 168) ||	/* 192.168.0.0/16 */
+			(a >> 17) == ((198 << 7) | 9) ||	/* 198.18.0.0/15 */
 			(a >> 28) >= 14)	/* 224.0.0.0/4, 240.0.0.0/4 */
 			return false;
 		return true;
@@ -288,17 +297,30 @@ kw_address_allowed(const struct sockaddr *sa)
 		const struct in6_addr *a6 = &((const struct sockaddr_in6 *) sa)->sin6_addr;
 		const uint8 *b = a6->s6_addr;
 
+		static const uint8 nat64[12] = {0x00, 0x64, 0xff, 0x9b};
+		const uint8 *v4 = NULL;
+
 		if (IN6_IS_ADDR_UNSPECIFIED(a6) || IN6_IS_ADDR_LOOPBACK(a6) ||
-			IN6_IS_ADDR_LINKLOCAL(a6) || IN6_IS_ADDR_MULTICAST(a6) ||
-			(b[0] & 0xfe) == 0xfc)	/* fc00::/7 */
+			IN6_IS_ADDR_LINKLOCAL(a6) || IN6_IS_ADDR_SITELOCAL(a6) ||
+			IN6_IS_ADDR_MULTICAST(a6) ||
+			(b[0] & 0xfe) == 0xfc ||	/* fc00::/7 */
+			(b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b &&
+			 b[4] == 0x00 && b[5] == 0x01))	/* 64:ff9b:1::/48 */
 			return false;
-		if (IN6_IS_ADDR_V4MAPPED(a6) || IN6_IS_ADDR_V4COMPAT(a6))
+
+		/* addresses that carry an IPv4 address are judged by it */
+		if (IN6_IS_ADDR_V4MAPPED(a6) || IN6_IS_ADDR_V4COMPAT(a6) ||
+			memcmp(b, nat64, sizeof(nat64)) == 0)	/* 64:ff9b::/96 */
+			v4 = b + 12;
+		else if (b[0] == 0x20 && b[1] == 0x02)	/* 2002::/16, 6to4 */
+			v4 = b + 2;
+		if (v4 != NULL)
 		{
 			struct sockaddr_in sin;
 
 			memset(&sin, 0, sizeof(sin));
 			sin.sin_family = AF_INET;
-			memcpy(&sin.sin_addr, b + 12, 4);
+			memcpy(&sin.sin_addr, v4, 4);
 			return kw_address_allowed((struct sockaddr *) &sin);
 		}
 		return true;
@@ -316,6 +338,8 @@ kw_open_socket_cb(void *clientp, curlsocktype purpose,
 				  struct curl_sockaddr *address)
 {
 	KwRequest  *req = (KwRequest *) clientp;
+	curl_socket_t fd;
+	KwSocket   *st;
 
 	if (!kw_allow_private_targets && !kw_address_allowed(&address->addr))
 	{
@@ -329,13 +353,19 @@ kw_open_socket_cb(void *clientp, curlsocktype purpose,
 			inet_ntop(AF_INET6,
 					  &((struct sockaddr_in6 *) &address->addr)->sin6_addr,
 					  host, sizeof(host));
-		/* in error, not errbuf: libcurl writes its own failure there */
 		snprintf(req->error, sizeof(req->error),
 				 "target address %s is not allowed", host);
 		req->refused = true;
 		return CURL_SOCKET_BAD;
 	}
-	return socket(address->family, address->socktype, address->protocol);
+	fd = socket(address->family, address->socktype, address->protocol);
+	st = kw_socket_state(fd);
+	if (st != NULL)
+	{
+		memset(st, 0, sizeof(KwSocket));
+		st->connection = true;
+	}
+	return fd;
 }
 
 /*
@@ -374,6 +404,21 @@ kw_prereq_cb(void *clientp, char *primary_ip, char *local_ip,
 }
 
 /*
+ * Append a header line to a list; on failure, free the list and return
+ * NULL, so that nothing leaks.  A NULL list stays NULL, except the first
+ * call's, which starts one.
+ */
+static struct curl_slist *
+kw_add_header(struct curl_slist *list, const char *line)
+{
+	struct curl_slist *grown = curl_slist_append(list, line);
+
+	if (grown == NULL)
+		curl_slist_free_all(list);
+	return grown;
+}
+
+/*
  * Hand one request to libcurl.  Its easy handle is made on first use and
  * kept, with the options that never change, for the slot's next requests.
  */
@@ -388,7 +433,6 @@ kw_http_start(KwRequest *req, int timeout_ms)
 	req->status_code = 0;
 	req->succeeded = false;
 	req->error[0] = '\0';
-	req->errbuf[0] = '\0';
 	req->refused = false;
 	req->response_len = 0;
 	req->next_done = NULL;
@@ -399,7 +443,7 @@ kw_http_start(KwRequest *req, int timeout_ms)
 		easy = curl_easy_init();
 		if (easy == NULL)
 		{
-			kw_finish(req, CURLE_OUT_OF_MEMORY);
+			kw_finish(req, CURLE_OUT_OF_MEMORY, false);
 			return;
 		}
 		req->easy = easy;
@@ -408,7 +452,6 @@ kw_http_start(KwRequest *req, int timeout_ms)
 		curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 		curl_easy_setopt(easy, CURLOPT_PROXY, "");
 		curl_easy_setopt(easy, CURLOPT_USERAGENT, KW_USER_AGENT);
-		curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
 		curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, kw_write_cb);
 		curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 		curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, kw_open_socket_cb);
@@ -421,18 +464,18 @@ kw_http_start(KwRequest *req, int timeout_ms)
 	}
 
 	/* one header per line of req->headers */
-	list = curl_slist_append(list, "Content-Type: application/json");
-	list = curl_slist_append(list, "Expect:");
-	for (line = req->headers.data; line && *line; line = next)
+	list = kw_add_header(NULL, "Content-Type: application/json");
+	list = kw_add_header(list, "Expect:");
+	for (line = req->headers.data; list && line && *line; line = next)
 	{
 		next = strchr(line, '\n');
 		if (next)
 			*next++ = '\0';
-		list = curl_slist_append(list, line);
+		list = kw_add_header(list, line);
 	}
 	if (list == NULL)
 	{
-		kw_finish(req, CURLE_OUT_OF_MEMORY);
+		kw_finish(req, CURLE_OUT_OF_MEMORY, false);
 		return;
 	}
 	req->header_list = list;
@@ -446,7 +489,7 @@ kw_http_start(KwRequest *req, int timeout_ms)
 
 	if (curl_multi_add_handle(kw_multi, easy) != CURLM_OK)
 	{
-		kw_finish(req, CURLE_FAILED_INIT);
+		kw_finish(req, CURLE_FAILED_INIT, false);
 		return;
 	}
 	kw_running++;
@@ -502,28 +545,31 @@ kw_http_drive(void)
 	while ((msg = curl_multi_info_read(kw_multi, &msgs_left)) != NULL)
 	{
 		KwRequest  *req;
+		CURLcode	result;
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
+		/* read before the handle is removed, which invalidates msg */
+		result = msg->data.result;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
 		curl_multi_remove_handle(kw_multi, msg->easy_handle);
 		kw_running--;
-		kw_finish(req, msg->data.result);
+		kw_finish(req, result, true);
 	}
 }
 
 /*
  * Turn libcurl's verdict into the request's outcome and queue the request
- * for the worker.  2xx is success; any other status, a redirect included,
+ * for the worker; transferred is false when libcurl never had it.  2xx is success; any other status, a redirect included,
  * and any transport error is a failed attempt described in words.
  */
 static void
-kw_finish(KwRequest *req, CURLcode result)
+kw_finish(KwRequest *req, CURLcode result, bool transferred)
 {
 	long		code = 0;
 
 	req->finished_at = GetCurrentTimestamp();
-	if (req->easy)
+	if (transferred)
 		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &code);
 	req->status_code = (int) code;
 
@@ -547,6 +593,13 @@ kw_finish(KwRequest *req, CURLcode result)
 		kw_done_head = req;
 	kw_done_tail = req;
 	req->next_done = NULL;
+}
+
+/* Is a finished request waiting to be collected? */
+bool
+kw_http_has_done(void)
+{
+	return kw_done_head != NULL;
 }
 
 /* The next finished request, or NULL when none is waiting. */

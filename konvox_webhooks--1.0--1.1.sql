@@ -12,6 +12,8 @@ COMMENT ON COLUMN webhooks.deliveries.redelivery_of IS
 'For a redelivery, the delivery it sends again';
 CREATE INDEX deliveries_redelivery_idx ON webhooks.deliveries (redelivery_of)
     WHERE redelivery_of IS NOT NULL;
+COMMENT ON INDEX webhooks.deliveries_redelivery_idx IS
+'The redeliveries of a delivery';
 
 CREATE FUNCTION webhooks.redeliver(delivery_id bigint)
 RETURNS bigint
@@ -38,6 +40,14 @@ BEGIN
         RAISE EXCEPTION 'endpoint % is inactive', d.endpoint_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Activate it first: UPDATE webhooks.endpoints SET active = true WHERE id = ' || d.endpoint_id || '.';
+    END IF;
+
+    -- keep retention from deleting the event under the new delivery
+    PERFORM FROM webhooks.events ev WHERE ev.id = d.event_id FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the event of delivery % no longer exists', d.id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Retention or purge() deleted it.';
     END IF;
 
     INSERT INTO webhooks.deliveries (event_id, endpoint_id, redelivery_of)
@@ -76,14 +86,17 @@ BEGIN
     END IF;
 
     -- a failure that was already redelivered is represented by its redelivery
+    -- (the events are locked so that retention cannot delete them meanwhile)
     INSERT INTO webhooks.deliveries (event_id, endpoint_id, redelivery_of)
     SELECT d.event_id, d.endpoint_id, d.id
       FROM webhooks.deliveries d
+      JOIN webhooks.events ev ON ev.id = d.event_id
      WHERE d.endpoint_id = redeliver_failed.endpoint_id
        AND d.status = 'failed'
        AND d.finished_at >= since
        AND NOT EXISTS (SELECT FROM webhooks.deliveries r WHERE r.redelivery_of = d.id)
-     ORDER BY d.id;
+     ORDER BY d.id
+       FOR KEY SHARE OF ev;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END;
@@ -98,6 +111,8 @@ COMMENT ON FUNCTION webhooks.redeliver_failed(bigint, timestamptz) IS
 -- ranges of created_at, for the last day's statistics, at almost no cost to
 -- inserts: deliveries are written in time order
 CREATE INDEX deliveries_created_idx ON webhooks.deliveries USING brin (created_at);
+COMMENT ON INDEX webhooks.deliveries_created_idx IS
+'Ranges of created_at, for endpoint_stats';
 
 CREATE VIEW webhooks.endpoint_stats AS
 SELECT ep.id AS endpoint_id,
@@ -209,12 +224,14 @@ BEGIN
     -- time in milliseconds: the same trick, on the primary key.
     event_bound := (lpad(to_hex((extract(epoch FROM cutoff) * 1000)::bigint), 12, '0')
                     || '70008000000000000000')::uuid;
+    -- an event that redeliver() holds is skipped, not waited for
     DELETE FROM webhooks.events e
      WHERE e.id IN (SELECT x.id FROM webhooks.events x
                      WHERE x.id < event_bound AND x.created_at < cutoff
                        AND NOT EXISTS (SELECT FROM webhooks.deliveries d
                                         WHERE d.event_id = x.id)
-                     ORDER BY x.id LIMIT batch);
+                     ORDER BY x.id LIMIT batch
+                       FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS events = ROW_COUNT;
 END;
 $$;

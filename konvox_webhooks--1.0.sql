@@ -193,6 +193,8 @@ CREATE TABLE webhooks.endpoints (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX endpoints_company_idx ON webhooks.endpoints (company_id);
+COMMENT ON INDEX webhooks.endpoints_company_idx IS
+'A company''s endpoints, for emit()';
 COMMENT ON TABLE webhooks.endpoints IS
 'Receivers registered by companies, each subscribed to some event types';
 COMMENT ON COLUMN webhooks.endpoints.company_id IS 'The company (tenant) that owns the endpoint; it receives only that company''s events';
@@ -251,6 +253,12 @@ CREATE INDEX deliveries_due_idx ON webhooks.deliveries (next_attempt_at, id)
     WHERE status = 'pending';
 CREATE INDEX deliveries_endpoint_idx ON webhooks.deliveries (endpoint_id, id);
 CREATE INDEX deliveries_event_idx ON webhooks.deliveries (event_id);
+COMMENT ON INDEX webhooks.deliveries_due_idx IS
+'The workers'' queue: pending deliveries in the order they fall due';
+COMMENT ON INDEX webhooks.deliveries_endpoint_idx IS
+'An endpoint''s deliveries, newest last';
+COMMENT ON INDEX webhooks.deliveries_event_idx IS
+'An event''s deliveries';
 COMMENT ON TABLE webhooks.deliveries IS
 'One row per event and endpoint: where the delivery stands';
 COMMENT ON COLUMN webhooks.deliveries.status IS

@@ -29,11 +29,12 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "tcop/pquery.h"
+#include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
-#include "tcop/pquery.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -499,14 +500,16 @@ kw_emit(PG_FUNCTION_ARGS)
 				 errhint("Pass an event type name such as 'contact.replied'.")));
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("company_id must not be empty"),
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("company_id must not be null"),
 				 errhint("Every event and endpoint belongs to a company; pass its id.")));
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("event data must not be null"),
 				 errhint("Pass the event's fields as a JSON object.")));
+
+	PreventCommandIfReadOnly("webhooks.emit()");
 
 	event = PG_GETARG_TEXT_PP(0);
 	company_id = PG_GETARG_TEXT_PP(1);
@@ -637,6 +640,19 @@ kw_endpoint_check(PG_FUNCTION_ARGS)
 
 	company_id = kw_column(tuple, desc, "company_id");
 	kw_check_company_id(cstring_to_text(company_id ? company_id : ""));
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		char	   *old_company = kw_column(trigdata->tg_trigtuple, desc,
+											"company_id");
+
+		if (strcmp(old_company, company_id) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("an endpoint cannot move to another company"),
+					 errdetail("Its deliveries and history belong to company \"%s\".",
+							   old_company),
+					 errhint("Create an endpoint for the other company, and deactivate or delete this one.")));
+	}
 
 	url = kw_column(tuple, desc, "url");
 	if (url == NULL)

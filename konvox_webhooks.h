@@ -95,7 +95,6 @@ typedef struct KwRequest
 	/* private to http.c */
 	void	   *easy;
 	void	   *header_list;
-	char		errbuf[KW_ERROR_LEN];
 	bool		refused;		/* the target address is not allowed */
 	struct KwRequest *next_done;
 } KwRequest;
@@ -126,6 +125,7 @@ extern long kw_http_timeout(void);
 extern void kw_http_start(KwRequest *req, int timeout_ms);
 extern void kw_http_drive(void);
 extern KwRequest *kw_http_next_done(void);
+extern bool kw_http_has_done(void);
 extern int	kw_http_in_flight(void);
 extern const char *kw_http_check_url(const char *url);
 

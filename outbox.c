@@ -147,19 +147,20 @@ static void kw_close_writer(void);
 static void
 kw_relcache_cb(Datum arg, Oid relid)
 {
-	if ((relid == InvalidOid || relid == kw_event_types_relid) &&
-		kw_types_context != NULL)
+	if (relid == InvalidOid || relid == kw_event_types_relid)
 	{
 		kw_event_types = NULL;
 		kw_event_types_gen++;
-		MemoryContextReset(kw_types_context);
+		if (kw_types_context != NULL)
+			MemoryContextDelete(kw_types_context);
+		kw_types_context = NULL;
 	}
-	if ((relid == InvalidOid || relid == kw_endpoints_relid) &&
-		kw_companies_context != NULL)
+	if (relid == InvalidOid || relid == kw_endpoints_relid)
 	{
 		kw_companies = NULL;
 		kw_companies_gen++;
-		MemoryContextReset(kw_companies_context);
+		if (kw_companies_context != NULL)
+			MemoryContextReset(kw_companies_context);
 	}
 	if (relid == InvalidOid || relid == kw_events_relid ||
 		relid == kw_deliveries_relid)
@@ -279,7 +280,7 @@ kw_parse_fields(const char *event, Jsonb *fields, int *nfields)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid fields for event type \"%s\"", event),
-				 errdetail("fields must be a JSON array."),
+				 errdetail("The fields of an event type are a JSON array."),
 				 errhint("Describe each field as {\"name\": \"contactId\", \"type\": \"string\", \"required\": true}.")));
 
 	n = JB_ROOT_COUNT(fields);
@@ -438,24 +439,21 @@ kw_keep_plan(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
-/* Make sure the cache contexts exist. */
+/* Make sure the endpoint cache's context exists. */
 static void
 kw_cache_setup(void)
 {
-	if (kw_types_context == NULL)
-	{
-		kw_types_context = AllocSetContextCreate(CacheMemoryContext,
-												 "konvox_webhooks event types",
-												 ALLOCSET_SMALL_SIZES);
+	if (kw_companies_context == NULL)
 		kw_companies_context = AllocSetContextCreate(CacheMemoryContext,
 													 "konvox_webhooks endpoints",
 													 ALLOCSET_DEFAULT_SIZES);
-	}
 }
 
 /*
- * Load every event type into the cache.  If an invalidation arrives while
- * we read, the result is used for this call but not kept.
+ * Load every event type into the cache.  The table is built in a context
+ * of its own and published only if no invalidation arrived meanwhile (one
+ * can, while a large value is detoasted); otherwise it serves this call and
+ * goes away with the transaction.
  */
 static HTAB *
 kw_load_event_types(void)
@@ -463,9 +461,9 @@ kw_load_event_types(void)
 	uint64		gen;
 	HASHCTL		ctl;
 	HTAB	   *htab;
-	MemoryContext cxt;
+	MemoryContext build;
+	MemoryContext old;
 
-	kw_cache_setup();
 	kw_event_types_relid = kw_relid("event_types");
 	gen = kw_event_types_gen;
 
@@ -478,10 +476,12 @@ kw_load_event_types(void)
 							 true, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read webhooks.event_types");
 
-	cxt = (gen == kw_event_types_gen) ? kw_types_context : CurTransactionContext;
+	build = AllocSetContextCreate(CurTransactionContext,
+								  "konvox_webhooks event types",
+								  ALLOCSET_SMALL_SIZES);
 	ctl.keysize = KW_KEY_LEN;
 	ctl.entrysize = sizeof(KwEventTypeEntry);
-	ctl.hcxt = cxt;
+	ctl.hcxt = build;
 	htab = hash_create("konvox_webhooks event types", 16, &ctl,
 					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -491,21 +491,27 @@ kw_load_event_types(void)
 		bool		isnull;
 		Datum		fields = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2,
 										   &isnull);
+		Jsonb	   *jb;
 		KwEventTypeEntry *entry;
-		MemoryContext old;
 
 		if (strlen(name) >= KW_KEY_LEN || isnull)
 			continue;
+		jb = DatumGetJsonbP(fields);
 		entry = hash_search(htab, name, HASH_ENTER, NULL);
-		old = MemoryContextSwitchTo(cxt);
-		entry->fields = kw_parse_fields(name, DatumGetJsonbP(fields),
-										&entry->nfields);
+		old = MemoryContextSwitchTo(build);
+		entry->fields = kw_parse_fields(name, jb, &entry->nfields);
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
 
-	if (cxt == kw_types_context)
+	if (gen == kw_event_types_gen)
+	{
+		MemoryContextSetParent(build, CacheMemoryContext);
+		if (kw_types_context != NULL)
+			MemoryContextDelete(kw_types_context);
+		kw_types_context = build;
 		kw_event_types = htab;
+	}
 	return htab;
 }
 
@@ -560,16 +566,41 @@ kw_validate_event(const char *event, Jsonb *data)
 	kw_validate_data(event, entry->fields, entry->nfields, data);
 }
 
+/* A copy of a company's endpoints, allocated in cxt. */
+static KwCompanyEntry *
+kw_copy_company(KwCompanyEntry *from, KwCompanyEntry *to, MemoryContext cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	to->nendpoints = from->nendpoints;
+	to->endpoints = palloc0(sizeof(KwEndpointRef) * Max(1, from->nendpoints));
+	for (int i = 0; i < from->nendpoints; i++)
+	{
+		KwEndpointRef *f = &from->endpoints[i];
+		KwEndpointRef *t = &to->endpoints[i];
+
+		t->id = f->id;
+		t->nevents = f->nevents;
+		t->events = palloc(sizeof(char *) * Max(1, f->nevents));
+		for (int j = 0; j < f->nevents; j++)
+			t->events[j] = pstrdup(f->events[j]);
+	}
+	MemoryContextSwitchTo(old);
+	return to;
+}
+
 /*
  * The active endpoints of a company, from the cache or loaded into it.  As
- * for event types, a load that an invalidation overtook is not kept.
+ * for event types, the entry is built aside (detoasting the events array
+ * can accept invalidations) and cached only if no invalidation arrived
+ * while it was read.
  */
 static KwCompanyEntry *
 kw_company_endpoints(const char *company_id)
 {
 	uint64		gen;
 	KwCompanyEntry *entry;
-	MemoryContext cxt;
+	KwCompanyEntry *loaded;
 	MemoryContext old;
 	Datum		args[1];
 	Oid			types[1] = {TEXTOID};
@@ -598,41 +629,19 @@ kw_company_endpoints(const char *company_id)
 							 true, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read webhooks.endpoints");
 
-	if (gen == kw_companies_gen)
-	{
-		cxt = kw_companies_context;
-		if (kw_companies == NULL ||
-			hash_get_num_entries(kw_companies) >= KW_MAX_COMPANIES)
-		{
-			HASHCTL		ctl;
-
-			MemoryContextReset(kw_companies_context);
-			ctl.keysize = KW_KEY_LEN;
-			ctl.entrysize = sizeof(KwCompanyEntry);
-			ctl.hcxt = kw_companies_context;
-			kw_companies = hash_create("konvox_webhooks endpoints", 64, &ctl,
-									   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-		}
-		entry = hash_search(kw_companies, company_id, HASH_ENTER, NULL);
-	}
-	else
-	{
-		cxt = CurTransactionContext;
-		entry = MemoryContextAllocZero(cxt, sizeof(KwCompanyEntry));
-	}
-
-	old = MemoryContextSwitchTo(cxt);
-	entry->nendpoints = (int) SPI_processed;
-	entry->endpoints = palloc0(sizeof(KwEndpointRef) *
-							   Max(1, entry->nendpoints));
-	for (int i = 0; i < entry->nendpoints; i++)
+	old = MemoryContextSwitchTo(CurTransactionContext);
+	loaded = palloc0(sizeof(KwCompanyEntry));
+	loaded->nendpoints = (int) SPI_processed;
+	loaded->endpoints = palloc0(sizeof(KwEndpointRef) *
+								Max(1, loaded->nendpoints));
+	for (int i = 0; i < loaded->nendpoints; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		Datum	   *elems;
 		int			nelems;
-		KwEndpointRef *ep = &entry->endpoints[i];
+		KwEndpointRef *ep = &loaded->endpoints[i];
 
 		ep->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 2,
@@ -646,7 +655,25 @@ kw_company_endpoints(const char *company_id)
 	}
 	MemoryContextSwitchTo(old);
 	SPI_finish();
-	return entry;
+
+	if (gen != kw_companies_gen)
+		return loaded;
+
+	/* nothing below accepts invalidations: publish */
+	if (kw_companies == NULL ||
+		hash_get_num_entries(kw_companies) >= KW_MAX_COMPANIES)
+	{
+		HASHCTL		ctl;
+
+		MemoryContextReset(kw_companies_context);
+		ctl.keysize = KW_KEY_LEN;
+		ctl.entrysize = sizeof(KwCompanyEntry);
+		ctl.hcxt = kw_companies_context;
+		kw_companies = hash_create("konvox_webhooks endpoints", 64, &ctl,
+								   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	entry = hash_search(kw_companies, company_id, HASH_ENTER, NULL);
+	return kw_copy_company(loaded, entry, kw_companies_context);
 }
 
 /* Open one table for inserting, with its indexes. */

@@ -33,14 +33,14 @@
 #include <math.h>
 #include <sys/resource.h>
 
-#include "access/xact.h"
-#include "catalog/pg_type.h"
-#include "common/pg_prng.h"
 #include "access/heapam.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_type.h"
 #include "commands/extension.h"
+#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -57,8 +57,8 @@
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/json.h"
-#include "utils/lsyscache.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -150,6 +150,7 @@ static bool kw_extension_missing = false;
 static SPIPlanPtr kw_claim_plan = NULL;
 static SPIPlanPtr kw_next_due_plan = NULL;
 static SPIPlanPtr kw_record_plan = NULL;
+static SPIPlanPtr kw_unsendable_plan = NULL;
 
 static void kw_worker_exit(int code, Datum arg);
 static BackgroundWorkerHandle *kw_start_worker(int i);
@@ -163,6 +164,7 @@ static void kw_prepare_request(KwRequest *req, HeapTuple tuple,
 static void kw_record(void);
 static void kw_release_results(void);
 static void kw_purge(void);
+static Datum kw_array(Datum *values, bool *nulls, int n, Oid elemtype);
 
 /* Milliseconds from now until t, rounded up; 0 if t has passed. */
 static long
@@ -332,7 +334,14 @@ kw_worker_main(Datum main_arg)
 		/* sleep until a wake-up, a socket, libcurl's timer or a due retry */
 		if (kw_extension_missing)
 			timeout = KW_MISSING_RECHECK_MS;
-		else if (kw_more_due && kw_claim_room() > 0)
+		else if (kw_http_has_done())
+			timeout = 0;
+		else if (kw_claim_room() == 0)
+		{
+			/* no room: only a finished request can change that */
+			timeout = KW_IDLE_RECHECK_MS;
+		}
+		else if (kw_more_due)
 			timeout = 0;
 		else
 			timeout = kw_ms_until(kw_next_due);
@@ -430,7 +439,13 @@ kw_launcher_main(Datum main_arg)
 				else
 					running = (pg_atomic_read_u32(&kw_shared->workers[i].pid) != 0);
 				if (running)
+				{
+					/* started by an earlier launcher: only looking tells */
+					if (handles[i] == NULL)
+						timeout = (timeout < 0) ? KW_RESTART_DELAY_MS :
+							Min(timeout, KW_RESTART_DELAY_MS);
 					continue;
+				}
 
 				if (now - started[i] >= KW_RESTART_DELAY_MS * 1000)
 				{
@@ -682,6 +697,9 @@ kw_claim(int limit)
 		{
 			Datum		args[5];
 			TimestampTz now = GetCurrentTimestamp();
+			Datum	   *unsendable_ids = NULL;
+			Datum	   *unsendable_reasons = NULL;
+			int			nunsendable = 0;
 
 			if (kw_claim_plan == NULL)
 			{
@@ -693,10 +711,16 @@ kw_claim(int limit)
 					"       ev.event, ev.company_id, ev.created_at, ev.data,"
 					"       ep.url, ep.secret,"
 					"       CASE WHEN ep.previous_secret_expires_at > now()"
-					"            THEN ep.previous_secret END"
+					"            THEN ep.previous_secret END,"
+					"       CASE WHEN ep.id IS NULL THEN 'endpoint deleted'"
+					"            WHEN NOT ep.active THEN 'endpoint deactivated'"
+					"            WHEN ep.company_id <> ev.company_id"
+					"            THEN 'endpoint belongs to another company' END,"
+					"       ev.id IS NULL OR (ep.id IS NULL AND d.endpoint_id >"
+					"           (SELECT last_value FROM webhooks.endpoints_id_seq))"
 					"  FROM webhooks.deliveries d"
-					"  JOIN webhooks.events ev ON ev.id = d.event_id"
-					"  JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id"
+					"  LEFT JOIN webhooks.events ev ON ev.id = d.event_id"
+					"  LEFT JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id"
 					" WHERE d.status = 'pending'"
 					"   AND d.next_attempt_at <= now()"
 					"   AND (d.next_attempt_at, d.id) > ($1, $2)"
@@ -709,6 +733,18 @@ kw_claim(int limit)
 					" WHERE status = 'pending' AND next_attempt_at > now()"
 					"   AND id % $1 = $2",
 					2, types + 3);
+			}
+			if (kw_unsendable_plan == NULL)
+			{
+				Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
+
+				kw_unsendable_plan = kw_keep_plan(
+					"UPDATE webhooks.deliveries d"
+					"   SET status = 'failed', next_attempt_at = NULL,"
+					"       finished_at = now(), last_error = r.reason"
+					"  FROM unnest($1, $2) AS r(id, reason)"
+					" WHERE d.id = r.id AND d.status = 'pending'",
+					2, types);
 			}
 
 			args[0] = TimestampTzGetDatum(kw_cursor_at);
@@ -740,8 +776,46 @@ kw_claim(int limit)
 				if (entry != NULL && entry->extension_oid == kw_extension_oid)
 					continue;
 
+				/*
+				 * Its event, or an endpoint id never issued here, is missing:
+				 * a restore that has loaded deliveries but not yet the rest.
+				 * Leave it pending.
+				 */
+				if (DatumGetBool(SPI_getbinval(tuple, desc, 13, &isnull)))
+					continue;
+
+				/* nothing to send it to: fail it, do not send it */
+				(void) SPI_getbinval(tuple, desc, 12, &isnull);
+				if (!isnull)
+				{
+					if (unsendable_ids == NULL)
+					{
+						unsendable_ids = palloc(sizeof(Datum) * nread);
+						unsendable_reasons = palloc(sizeof(Datum) * nread);
+					}
+					unsendable_ids[nunsendable] = Int64GetDatum(id);
+					unsendable_reasons[nunsendable++] =
+						SPI_getbinval(tuple, desc, 12, &isnull);
+					continue;
+				}
+
 				kw_claimed[kw_nclaimed] = kw_free[--kw_nfree];
 				kw_prepare_request(kw_claimed[kw_nclaimed++], tuple, desc, now);
+			}
+
+			if (nunsendable > 0)
+			{
+				Datum		uargs[2];
+
+				uargs[0] = kw_array(unsendable_ids, NULL, nunsendable, INT8OID);
+				uargs[1] = kw_array(unsendable_reasons, NULL, nunsendable,
+									TEXTOID);
+				if (SPI_execute_plan(kw_unsendable_plan, uargs, NULL, false, 0) !=
+					SPI_OK_UPDATE)
+					elog(ERROR, "could not fail undeliverable deliveries");
+				ereport(LOG,
+						(errmsg("konvox_webhooks failed %d deliveries whose endpoint or event is gone, deactivated or moved",
+								nunsendable)));
 			}
 
 			/* a short read: we have caught up, so look from the start */
@@ -785,7 +859,6 @@ kw_claim(int limit)
 	for (int i = 0; i < kw_nclaimed; i++)
 	{
 		KwRequest  *req = kw_claimed[i];
-
 		KwInFlight *entry;
 
 		entry = hash_search(kw_in_flight, &req->delivery_id, HASH_ENTER, NULL);
@@ -855,8 +928,13 @@ kw_prepare_request(KwRequest *req, HeapTuple tuple, TupleDesc desc,
 	(void) JsonbToCString(&req->body, &data->root, VARSIZE(data));
 	appendStringInfoChar(&req->body, '}');
 
-	/* receivers read JSON as UTF-8 */
-	if (GetDatabaseEncoding() != PG_UTF8)
+	/*
+	 * Receivers read JSON as UTF-8.  From SQL_ASCII no conversion is
+	 * defined, so those bytes go as they are; every other server encoding
+	 * converts to UTF-8 without fail.
+	 */
+	if (GetDatabaseEncoding() != PG_UTF8 &&
+		GetDatabaseEncoding() != PG_SQL_ASCII)
 	{
 		char	   *utf8 = pg_server_to_any(req->body.data, req->body.len,
 											PG_UTF8);
@@ -881,8 +959,11 @@ kw_prepare_request(KwRequest *req, HeapTuple tuple, TupleDesc desc,
 					 event_id, unix_now);
 	if (!kw_sign(&req->headers, secret, event_id, unix_now,
 				 req->body.data, req->body.len))
-		elog(WARNING, "konvox_webhooks: endpoint secret of delivery " INT64_FORMAT " is not a whsec_ secret; sent unsigned",
-			 req->delivery_id);
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("endpoint secret of delivery " INT64_FORMAT " is not a signing secret, so it is sent unsigned",
+						req->delivery_id),
+				 errhint("Give the endpoint a new secret with webhooks.rotate_secret().")));
 	if (previous_secret != NULL)
 	{
 		int			len = req->headers.len;
@@ -941,35 +1022,37 @@ kw_array(Datum *values, bool *nulls, int n, Oid elemtype)
 }
 
 /*
- * Write the outcome of every finished request: one statement updates the
- * deliveries and inserts the attempts.  A delivery that someone changed or
- * removed meanwhile is left alone and gets no attempt row.
+ * Write the outcomes of nreqs finished requests, in one transaction: one
+ * statement updates the deliveries and inserts the attempts.  A delivery
+ * that someone changed or removed meanwhile is left alone and gets no
+ * attempt row.  Returns false if the transaction failed.
  */
-static void
-kw_record(void)
+static bool
+kw_record_batch(KwRequest **reqs, int nreqs)
 {
 	MemoryContext old = CurrentMemoryContext;
+	volatile bool ok = true;
 
 	PG_TRY();
 	{
 		kw_begin("recording delivery results");
 		if (kw_extension_ready())
 		{
-			Datum	   *ids = palloc(sizeof(Datum) * kw_nresults);
-			Datum	   *attempts = palloc(sizeof(Datum) * kw_nresults);
-			Datum	   *statuses = palloc(sizeof(Datum) * kw_nresults);
-			Datum	   *codes = palloc(sizeof(Datum) * kw_nresults);
-			Datum	   *errors = palloc(sizeof(Datum) * kw_nresults);
-			Datum	   *started = palloc(sizeof(Datum) * kw_nresults);
-			Datum	   *durations = palloc(sizeof(Datum) * kw_nresults);
-			Datum	   *bodies = palloc(sizeof(Datum) * kw_nresults);
-			Datum	   *next_at = palloc(sizeof(Datum) * kw_nresults);
-			Datum	   *finished = palloc(sizeof(Datum) * kw_nresults);
-			bool	   *code_nulls = palloc(sizeof(bool) * kw_nresults);
-			bool	   *error_nulls = palloc(sizeof(bool) * kw_nresults);
-			bool	   *body_nulls = palloc(sizeof(bool) * kw_nresults);
-			bool	   *next_nulls = palloc(sizeof(bool) * kw_nresults);
-			bool	   *finished_nulls = palloc(sizeof(bool) * kw_nresults);
+			Datum	   *ids = palloc(sizeof(Datum) * nreqs);
+			Datum	   *attempts = palloc(sizeof(Datum) * nreqs);
+			Datum	   *statuses = palloc(sizeof(Datum) * nreqs);
+			Datum	   *codes = palloc(sizeof(Datum) * nreqs);
+			Datum	   *errors = palloc(sizeof(Datum) * nreqs);
+			Datum	   *started = palloc(sizeof(Datum) * nreqs);
+			Datum	   *durations = palloc(sizeof(Datum) * nreqs);
+			Datum	   *bodies = palloc(sizeof(Datum) * nreqs);
+			Datum	   *next_at = palloc(sizeof(Datum) * nreqs);
+			Datum	   *finished = palloc(sizeof(Datum) * nreqs);
+			bool	   *code_nulls = palloc(sizeof(bool) * nreqs);
+			bool	   *error_nulls = palloc(sizeof(bool) * nreqs);
+			bool	   *body_nulls = palloc(sizeof(bool) * nreqs);
+			bool	   *next_nulls = palloc(sizeof(bool) * nreqs);
+			bool	   *finished_nulls = palloc(sizeof(bool) * nreqs);
 			Datum		args[10];
 			int			n;
 
@@ -1003,14 +1086,15 @@ kw_record(void)
 					"SELECT r.id, r.attempt, r.started_at, r.duration_ms,"
 					"       r.status_code, r.error, r.response_body,"
 					"       r.next_attempt_at"
-					"  FROM r JOIN u ON u.id = r.id",
+					"  FROM r JOIN u ON u.id = r.id"
+					" ON CONFLICT DO NOTHING",
 					10, types);
 			}
 
 			n = 0;
-			for (int r = 0; r < kw_nresults; r++)
+			for (int r = 0; r < nreqs; r++)
 			{
-				KwRequest  *req = kw_results[r];
+				KwRequest  *req = reqs[r];
 				int			i;
 				const char *status;
 				TimestampTz retry_at = 0;
@@ -1089,12 +1173,40 @@ kw_record(void)
 	}
 	PG_CATCH();
 	{
-		/* unrecorded deliveries stay pending and are sent again */
 		kw_recover();
+		ok = false;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
+	return ok;
+}
 
+/*
+ * Record every finished request.  If the batch fails, record the requests
+ * one by one, so that one bad row costs only itself; what still cannot be
+ * recorded stays pending and is sent again, but not before
+ * KW_MISSING_RECHECK_MS, so that a lasting error cannot make us resend in a
+ * loop.
+ */
+static void
+kw_record(void)
+{
+	bool		ok = kw_record_batch(kw_results, kw_nresults);
+
+	if (!ok && kw_nresults > 1)
+	{
+		ok = true;
+		for (int i = 0; i < kw_nresults; i++)
+			ok &= kw_record_batch(&kw_results[i], 1);
+	}
+	if (!ok)
+	{
+		kw_more_due = false;
+		kw_next_due = GetCurrentTimestamp() +
+			(TimestampTz) KW_MISSING_RECHECK_MS * 1000;
+		kw_cursor_at = DT_NOBEGIN;
+		kw_cursor_id = 0;
+	}
 	kw_release_results();
 }
 

@@ -311,7 +311,8 @@ ROLLBACK;
 SELECT webhooks.emit('contact.replied', 'globex',
                      '{"contactId": "c1", "channel": "email"}') AS ev \gset
 SELECT endpoint, status FROM deliveries_by_endpoint WHERE event_id = :'ev';
--- a change of subscription, and of company
+-- a change of subscription; a change of company is refused, so events of
+-- globex still reach globex-2, and initech's none
 UPDATE webhooks.endpoints SET events = ARRAY['message.approved'] WHERE description = 'globex-1';
 SELECT webhooks.emit('contact.replied', 'globex',
                      '{"contactId": "c1", "channel": "email"}') AS ev \gset
@@ -320,6 +321,7 @@ SELECT webhooks.emit('message.approved', 'globex',
                      '{"messageId": "m1", "contactId": "c1"}') AS ev \gset
 SELECT endpoint, status FROM deliveries_by_endpoint WHERE event_id = :'ev' ORDER BY endpoint;
 UPDATE webhooks.endpoints SET company_id = 'initech' WHERE description = 'globex-2';
+\echo :LAST_ERROR_SQLSTATE
 SELECT webhooks.emit('message.approved', 'globex',
                      '{"messageId": "m2", "contactId": "c1"}') AS ev \gset
 SELECT endpoint, status FROM deliveries_by_endpoint WHERE event_id = :'ev' ORDER BY endpoint;
@@ -386,5 +388,11 @@ SELECT count(*) AS orphan_attempts FROM webhooks.delivery_attempts a
  WHERE NOT EXISTS (SELECT FROM webhooks.deliveries d WHERE d.id = a.delivery_id);
 SELECT count(*) AS attempts FROM webhooks.delivery_attempts;
 SELECT * FROM counts;
+
+-- emit() writes, so a read-only transaction refuses it
+BEGIN READ ONLY;
+SELECT webhooks.emit('contact.replied', 'acme', '{"contactId": "c1", "channel": "email"}');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
 
 DROP EXTENSION konvox_webhooks CASCADE;

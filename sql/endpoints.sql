@@ -232,4 +232,9 @@ SELECT webhooks.create_endpoint('acme', 'http:/x', ARRAY['contact.replied']);
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS endpoints FROM webhooks.endpoints;
 
+-- an endpoint cannot move to another company: its history belongs to the first
+UPDATE webhooks.endpoints SET company_id = 'initech' WHERE company_id = 'globex';
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS still_globex FROM webhooks.endpoints WHERE company_id = 'globex';
+
 DROP EXTENSION konvox_webhooks CASCADE;

@@ -112,6 +112,11 @@ my %private = (
 	ula => [ 'http://[fc00::1]:1/', qr/fc00::1/ ],
 	linklocal6 => [ 'http://[fe80::1]:1/', qr/fe80::1/ ],
 	multicast6 => [ 'http://[ff02::1]:1/', qr/ff02::1/ ],
+	benchmark => [ 'http://198.18.0.1:1/', qr/198\.18\.0\.1/ ],
+	ietf => [ 'http://192.0.0.1:1/', qr/192\.0\.0\.1/ ],
+	# IPv6 addresses that carry a private IPv4 one are judged by it
+	nat64 => [ 'http://[64:ff9b::a9fe:a9fe]:1/', qr/64:ff9b::a9fe:a9fe/ ],
+	sixtofour => [ 'http://[2002:a00:1::1]:1/', qr/2002:a00:1::1/ ],
 );
 SKIP:
 {
