@@ -283,6 +283,23 @@ _PG_init(void)
 }
 
 /*
+ * Decode the key of a secret, "whsec_" and base64, into key.  Returns its
+ * length, or -1 when the secret is not of that form or too long.
+ */
+static int
+kw_secret_key(const char *secret, uint8 *key, int keysize)
+{
+	const char *encoded;
+
+	if (strncmp(secret, KW_SECRET_PREFIX, strlen(KW_SECRET_PREFIX)) != 0)
+		return -1;
+	encoded = secret + strlen(KW_SECRET_PREFIX);
+	if (pg_b64_dec_len(strlen(encoded)) > keysize)
+		return -1;
+	return pg_b64_decode(encoded, strlen(encoded), (char *) key, keysize);
+}
+
+/*
  * Append the Standard Webhooks signature of one message to out:
  * "v1," + base64(HMAC-SHA256(key, msg_id "." timestamp "." body)), where
  * key is the base64-decoded part of secret after "whsec_".  Returns false,
@@ -292,22 +309,14 @@ bool
 kw_sign(StringInfo out, const char *secret, const char *msg_id,
 		int64 timestamp, const char *body, int body_len)
 {
-	const char *encoded;
 	uint8		key[KW_SECRET_MAX_BYTES + 8];
-	int			keylen;
+	int			keylen = kw_secret_key(secret, key, sizeof(key));
 	uint8		mac[PG_SHA256_DIGEST_LENGTH];
 	char		b64[64];
 	char		ts[32];
 	int			b64len;
 	pg_hmac_ctx *ctx;
 
-	if (strncmp(secret, KW_SECRET_PREFIX, strlen(KW_SECRET_PREFIX)) != 0)
-		return false;
-	encoded = secret + strlen(KW_SECRET_PREFIX);
-	if (pg_b64_dec_len(strlen(encoded)) > (int) sizeof(key))
-		return false;
-	keylen = pg_b64_decode(encoded, strlen(encoded), (char *) key,
-						   sizeof(key));
 	if (keylen <= 0)
 		return false;
 
@@ -342,16 +351,9 @@ kw_sign(StringInfo out, const char *secret, const char *msg_id,
 static int
 kw_check_secret(const char *secret)
 {
-	const char *encoded;
-	char		key[KW_SECRET_MAX_BYTES + 8];
-	int			keylen = -1;
+	uint8		key[KW_SECRET_MAX_BYTES + 8];
+	int			keylen = kw_secret_key(secret, key, sizeof(key));
 
-	if (strncmp(secret, KW_SECRET_PREFIX, strlen(KW_SECRET_PREFIX)) == 0)
-	{
-		encoded = secret + strlen(KW_SECRET_PREFIX);
-		if (pg_b64_dec_len(strlen(encoded)) <= (int) sizeof(key))
-			keylen = pg_b64_decode(encoded, strlen(encoded), key, sizeof(key));
-	}
 	if (keylen < KW_SECRET_MIN_BYTES || keylen > KW_SECRET_MAX_BYTES)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
