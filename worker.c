@@ -178,6 +178,21 @@ kw_ms_until(TimestampTz t)
 }
 
 /*
+ * After an error in a claim or a record: read the queue again from its
+ * start, and not before KW_MISSING_RECHECK_MS, so that a lasting error
+ * cannot become a busy loop.
+ */
+static void
+kw_back_off(void)
+{
+	kw_more_due = false;
+	kw_next_due = GetCurrentTimestamp() +
+		(TimestampTz) KW_MISSING_RECHECK_MS * 1000;
+	kw_cursor_at = DT_NOBEGIN;
+	kw_cursor_id = 0;
+}
+
+/*
  * How many deliveries a claim may read now: the free slots within the
  * concurrency cap, but only once a quarter of the cap is free (or nothing is
  * in flight), so that claims come in useful batches.
@@ -846,11 +861,7 @@ kw_claim(int limit)
 		kw_recover();
 		while (kw_nclaimed > 0)
 			kw_free_slot(kw_claimed[--kw_nclaimed]);
-		kw_more_due = false;
-		kw_next_due = GetCurrentTimestamp() +
-			(TimestampTz) KW_MISSING_RECHECK_MS * 1000;
-		kw_cursor_at = DT_NOBEGIN;
-		kw_cursor_id = 0;
+		kw_back_off();
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
@@ -1200,13 +1211,7 @@ kw_record(void)
 			ok &= kw_record_batch(&kw_results[i], 1);
 	}
 	if (!ok)
-	{
-		kw_more_due = false;
-		kw_next_due = GetCurrentTimestamp() +
-			(TimestampTz) KW_MISSING_RECHECK_MS * 1000;
-		kw_cursor_at = DT_NOBEGIN;
-		kw_cursor_id = 0;
-	}
+		kw_back_off();
 	kw_release_results();
 }
 
