@@ -26,8 +26,7 @@ my $worker_query =
 ok( $node->poll_query_until(
 		'postgres', "SELECT count(*) = $nworkers FROM ($worker_query) w"),
 	"$nworkers worker(s) in pg_stat_activity as 'konvox_webhooks worker'");
-my @worker_pids = split /\n/,
-  $node->safe_psql('postgres', "$worker_query ORDER BY pid");
+my @worker_pids = kw_worker_pids($node);
 my $worker_pid = $worker_pids[0];
 like($worker_pid, qr/^\d+$/, 'a worker pid');
 
@@ -63,9 +62,7 @@ sub check_drain
 {
 	my ($company, $at_crash) = @_;
 
-	$node->poll_query_until('postgres',
-		"SELECT count(*) FILTER (WHERE d.status = 'pending') = 0 FROM webhooks.deliveries d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id WHERE ep.company_id = '$company'"
-	) or die "$company: the drain did not finish";
+	kw_wait_drained($node, 'postgres', $company);
 	is( $node->safe_psql(
 			'postgres',
 			"SELECT count(*), count(*) FILTER (WHERE d.status = 'delivered') FROM webhooks.deliveries d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id WHERE ep.company_id = '$company'"

@@ -27,7 +27,6 @@ konvox_webhooks.max_attempts = $max_attempts
 konvox_webhooks.max_concurrency = $max_concurrency
 });
 my $r = kw_receiver();
-my $nworkers = scalar(kw_worker_pids($node)) || 1;
 
 # Register one endpoint of a company for enrollment.created.
 sub endpoint
@@ -35,16 +34,6 @@ sub endpoint
 	my ($company, $url) = @_;
 	$node->safe_psql('postgres',
 		"SELECT webhooks.create_endpoint('$company', '$url', ARRAY['enrollment.created'])"
-	);
-	return;
-}
-
-# Emit $n events for a company in one statement.
-sub emit_many
-{
-	my ($company, $n) = @_;
-	$node->safe_psql('postgres',
-		"SELECT count(webhooks.emit('enrollment.created', '$company', jsonb_build_object('enrollmentId', 'e' || i, 'contactId', 'c' || i, 'campaignId', 'k'))) FROM generate_series(1, $n) i"
 	);
 	return;
 }
@@ -206,7 +195,7 @@ endpoint($_, $forever{$_}) for sort keys %forever;
 
 my $log_offset = -s $node->logfile;
 my $t_phase1 = time();
-emit_many($_, $n{$_}) for sort keys %n;
+kw_emit_many($node, 'postgres', $_, $n{$_}) for sort keys %n;
 
 # Once every recovering delivery has failed at least once, the faults end:
 # a receiver starts on the port that refused connections, and the others
@@ -216,13 +205,7 @@ wait_first_attempts(sort keys %recovering);
 my $late = kw_receiver('late', port => $down_port);
 receiver_control($r, "/$_", 'status=201') for qw(reset s500 hang);
 
-my $all = join(', ', map { "'$_'" } keys %n);
-$node->poll_query_until(
-	'postgres', qq{
-SELECT count(*) FILTER (WHERE d.status = 'pending') = 0
-  FROM webhooks.deliveries d JOIN webhooks.events ev ON ev.id = d.event_id
- WHERE ev.company_id IN ($all)})
-  or die "phase 1 deliveries did not finish";
+kw_wait_drained($node, 'postgres', keys %n);
 my $phase1_secs = time() - $t_phase1;
 
 # the recovering faults: every delivery delivered, after a failed attempt
@@ -365,7 +348,7 @@ ok(@pids >= 1, 'the worker pids are known');
 my %base = map { $_ => rss_anon($_) } @pids;
 ok(!grep({ !defined $base{$_} } @pids), 'RssAnon of the workers is readable');
 
-emit_many('big', $n_big);
+kw_emit_many($node, 'postgres', 'big', $n_big);
 my %peak = %base;
 my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
 my $done = 0;
@@ -427,14 +410,8 @@ my $slow = kw_receiver('slow');
 endpoint('slow', receiver_url($slow, '/slow?delay_ms=200'));
 receiver_stats($slow, 1);
 my $t_slow = time();
-emit_many('slow', $n_slow);
-my ($max_in_flight, $max_connections) = (0, 0);
-$node->poll_query_until(
-	'postgres', q{
-SELECT count(*) FILTER (WHERE d.status = 'pending') = 0
-  FROM webhooks.deliveries d JOIN webhooks.events ev ON ev.id = d.event_id
- WHERE ev.company_id = 'slow'})
-  or die "slow deliveries did not finish";
+kw_emit_many($node, 'postgres', 'slow', $n_slow);
+kw_wait_drained($node, 'postgres', 'slow');
 my $slow_secs = time() - $t_slow;
 my $stats = receiver_stats($slow);
 is(outcome('slow'), "$n_slow|$n_slow|0|0", "all $n_slow slow deliveries delivered");

@@ -25,29 +25,6 @@ sub count_lines
 	return scalar(grep { /$re/ } split /\n/, $text);
 }
 
-# Emit $n events for a company.
-sub emit_many
-{
-	my ($node, $db, $company, $n) = @_;
-	$node->safe_psql($db,
-		"SELECT count(webhooks.emit('enrollment.created', '$company', jsonb_build_object('enrollmentId', 'e' || i, 'contactId', 'c' || i, 'campaignId', 'k'))) FROM generate_series(1, $n) i"
-	);
-	return;
-}
-
-# Wait until no delivery of a company is pending; dies on timeout.
-sub wait_drained
-{
-	my ($node, $db, $company) = @_;
-	$node->poll_query_until(
-		$db, qq{
-SELECT count(*) FILTER (WHERE d.status = 'pending') = 0
-  FROM webhooks.deliveries d JOIN webhooks.events ev ON ev.id = d.event_id
- WHERE ev.company_id = '$company'})
-	  or die "deliveries of $company did not finish";
-	return;
-}
-
 # Every event of a company is delivered and reached the receiver path, each
 # exactly once.
 sub check_delivered
@@ -90,7 +67,7 @@ $node->safe_psql('postgres',
 	"SELECT webhooks.create_endpoint('old', '"
 	  . receiver_url($r, '/old?delay_ms=2000')
 	  . "', ARRAY['enrollment.created'])");
-emit_many($node, 'postgres', 'old', $n_slow);
+kw_emit_many($node, 'postgres', 'old', $n_slow);
 receiver_wait($r, sub { grep({ $_->{path} eq '/old' } @_) >= $n_slow })
   or die "the slow requests did not go out";
 
@@ -119,8 +96,8 @@ $node->safe_psql('postgres',
 	"SELECT webhooks.create_endpoint('new', '"
 	  . receiver_url($r, '/new')
 	  . "', ARRAY['enrollment.created'])");
-emit_many($node, 'postgres', 'new', 50);
-wait_drained($node, 'postgres', 'new');
+kw_emit_many($node, 'postgres', 'new', 50);
+kw_wait_drained($node, 'postgres', 'new');
 check_delivered($node, 'postgres', $r, 'new', '/new', 50);
 $log = kw_log_since($node, $offset);
 like(
@@ -141,7 +118,7 @@ $node->safe_psql('postgres',
 	"SELECT webhooks.create_endpoint('old2', '"
 	  . receiver_url($r, '/old2?delay_ms=3000')
 	  . "', ARRAY['enrollment.created'])");
-emit_many($node, 'postgres', 'old2', $n_slow);
+kw_emit_many($node, 'postgres', 'old2', $n_slow);
 receiver_wait($r, sub { grep({ $_->{path} eq '/old2' } @_) >= $n_slow })
   or die "the slow requests did not go out";
 my $in_flight_ids = $node->safe_psql('postgres',
@@ -154,9 +131,9 @@ CREATE EXTENSION konvox_webhooks;
 SELECT webhooks.create_endpoint('new2', '@{[ receiver_url($r, '/new2') ]}', ARRAY['enrollment.created']);
 });
 my $n_new2 = 3 * $n_slow;
-emit_many($node, 'postgres', 'new2', $n_new2);
+kw_emit_many($node, 'postgres', 'new2', $n_new2);
 note("requests of deliveries $in_flight_ids in flight across DROP and CREATE EXTENSION; $n_new2 new deliveries");
-wait_drained($node, 'postgres', 'new2');
+kw_wait_drained($node, 'postgres', 'new2');
 my $lost2 = check_delivered($node, 'postgres', $r, 'new2', '/new2', $n_new2);
 is( $node->safe_psql(
 		'postgres', q{
@@ -202,8 +179,8 @@ $bare->safe_psql('postgres',
 	"SELECT webhooks.create_endpoint('late', '"
 	  . receiver_url($rb, '/late')
 	  . "', ARRAY['enrollment.created'])");
-emit_many($bare, 'postgres', 'late', 20);
-wait_drained($bare, 'postgres', 'late');
+kw_emit_many($bare, 'postgres', 'late', 20);
+kw_wait_drained($bare, 'postgres', 'late');
 check_delivered($bare, 'postgres', $rb, 'late', '/late', 20);
 is_deeply([ kw_worker_pids($bare) ], \@bare_pids, 'by the workers that waited');
 $bare->stop;
@@ -252,8 +229,8 @@ $nodb->safe_psql('kwdb',
 	"SELECT webhooks.create_endpoint('kw', '"
 	  . receiver_url($rn, '/kw')
 	  . "', ARRAY['enrollment.created'])");
-emit_many($nodb, 'kwdb', 'kw', 20);
-wait_drained($nodb, 'kwdb', 'kw');
+kw_emit_many($nodb, 'kwdb', 'kw', 20);
+kw_wait_drained($nodb, 'kwdb', 'kw');
 check_delivered($nodb, 'kwdb', $rn, 'kw', '/kw', 20);
 
 done_testing();

@@ -113,9 +113,7 @@ my $fail0 = emit('fail');
 my $slow0 = emit('slow');
 emit('conc', 40);
 wait_finished($_) for $fail0, $slow0;
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 0 FROM webhooks.deliveries d JOIN webhooks.events ev ON ev.id = d.event_id WHERE ev.company_id = 'conc' AND d.status = 'pending'"
-) or die "conc deliveries did not finish";
+kw_wait_drained($node, 'postgres', 'conc');
 is(delivery($fail0), 'failed|3', 'before: max_attempts 3 gives 3 attempts');
 is(requests_for($r, $fail0), 3, 'before: the receiver saw 3 requests');
 my $w0 = first_wait_ms($fail0);
@@ -180,9 +178,7 @@ ok($ms >= 900 && $ms <= 2000, "request_timeout 1s: cut off after $ms ms");
 reload(max_concurrency => 4);
 receiver_stats($rc, 1);
 emit('conc', 40);
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 0 FROM webhooks.deliveries d JOIN webhooks.events ev ON ev.id = d.event_id WHERE ev.company_id = 'conc' AND d.status = 'pending'"
-) or die "conc deliveries did not finish";
+kw_wait_drained($node, 'postgres', 'conc');
 my $after = receiver_stats($rc);
 cmp_ok($after->{max_in_flight}, '<=', 4,
 	"max_concurrency 4: at most $after->{max_in_flight} requests in flight");

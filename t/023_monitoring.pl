@@ -132,12 +132,16 @@ is( sql(
 #
 $node->append_conf('postgresql.conf',
 	"konvox_webhooks.database_name = 'elsewhere'\n");
+my $offset = -s $node->logfile;
 $node->restart;
 ok( $node->poll_query_until(
 		'postgres',
 		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'konvox_webhooks launcher'"
 	),
 	'after a restart with a database that does not exist, the launcher runs');
+# what follows is read once the launcher has looked for the database
+$node->wait_for_log(
+	qr/konvox_webhooks waiting for database "elsewhere" to exist/, $offset);
 is( sql(
 		'SELECT running, workers, pids, in_flight, due_now, next_retry_at IS NOT NULL FROM webhooks.worker_status()'
 	),

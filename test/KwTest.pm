@@ -20,7 +20,7 @@ use Time::HiRes qw(usleep);
 
 our @EXPORT = qw(kw_node kw_receiver receiver_log receiver_url
   receiver_wait receiver_control receiver_stats unused_port
-  kw_worker_pids kw_log_since);
+  kw_worker_pids kw_log_since kw_emit_many kw_wait_drained);
 
 my $srcdir = dirname(dirname(__FILE__));
 
@@ -174,6 +174,31 @@ sub kw_worker_pids
 	  $node->safe_psql($dbname // 'postgres',
 		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'konvox_webhooks worker' ORDER BY pid"
 	  );
+}
+
+# Emit $n enrollment.created events for a company, in one statement.
+sub kw_emit_many
+{
+	my ($node, $db, $company, $n) = @_;
+	$node->safe_psql($db,
+		"SELECT count(webhooks.emit('enrollment.created', '$company', jsonb_build_object('enrollmentId', 'e' || i, 'contactId', 'c' || i, 'campaignId', 'k'))) FROM generate_series(1, $n) i"
+	);
+	return;
+}
+
+# Wait until no delivery of the companies' events is pending; dies on
+# timeout.
+sub kw_wait_drained
+{
+	my ($node, $db, @companies) = @_;
+	my $in = join(', ', map { "'$_'" } @companies);
+	$node->poll_query_until(
+		$db, qq{
+SELECT count(*) FILTER (WHERE d.status = 'pending') = 0
+  FROM webhooks.deliveries d JOIN webhooks.events ev ON ev.id = d.event_id
+ WHERE ev.company_id IN ($in)})
+	  or die "deliveries of @companies did not finish";
+	return;
 }
 
 # What the server log holds from byte $offset on (e.g. an earlier
