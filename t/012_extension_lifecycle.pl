@@ -84,7 +84,7 @@ while (time() - $t_drop < 20)
 	usleep(100_000);
 }
 is($waited, $nworkers, 'after DROP EXTENSION each worker logged that it waits');
-sleep(4);    # the worker must stay quiet; waiting for nothing to happen
+sleep(6);    # the worker must stay quiet: longer than its 5 s between looks
 my $log = kw_log_since($node, $offset);
 is(count_lines($log, $wait_re),
 	$nworkers, 'and logged it once, not again while waiting');
