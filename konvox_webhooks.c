@@ -70,6 +70,9 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 /* This transaction wrote something the worker should see at commit. */
 static bool kw_wake_at_commit = false;
 
+/* This process is a delivery worker (set by kw_worker_main). */
+bool		kw_in_delivery_worker = false;
+
 void		_PG_init(void);
 
 static void kw_check_company_id(text *company_id);
@@ -157,11 +160,17 @@ kw_xact_callback(XactEvent event, void *arg)
 
 /*
  * Ask for the worker to be woken when the current transaction commits.
+ *
+ * Not from a delivery worker: nothing it writes (outcomes, deliveries it
+ * fails, retention) gives another worker something to send, and it keeps
+ * its own next retry time.  Waking every worker at each recorded batch
+ * only sent them all to read the queue again.
  */
 void
 kw_wake_worker(void)
 {
-	kw_wake_at_commit = true;
+	if (!kw_in_delivery_worker)
+		kw_wake_at_commit = true;
 }
 
 /*

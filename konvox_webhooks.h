@@ -100,6 +100,7 @@ typedef struct KwRequest
 } KwRequest;
 
 /* konvox_webhooks.c */
+extern bool kw_in_delivery_worker;
 extern void kw_wake_worker(void);
 extern bool kw_sign(StringInfo out, const char *secret, const char *msg_id,
 					int64 timestamp, const char *body, int body_len);

@@ -221,6 +221,7 @@ kw_worker_main(Datum main_arg)
 
 	kw_worker_index = DatumGetInt32(main_arg);
 	kw_nworkers = kw_workers;
+	kw_in_delivery_worker = true;
 
 	/* one worker per share, even if a restarted launcher asks twice */
 	kw_me = &kw_shared->workers[kw_worker_index];
