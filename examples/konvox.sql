@@ -426,12 +426,8 @@ RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    IF NEW.enrollment_id IS NULL THEN
-        NEW.campaign_id := NULL;
-    ELSE
-        SELECT e.campaign_id INTO NEW.campaign_id
-          FROM konvox.enrollments e WHERE e.id = NEW.enrollment_id;
-    END IF;
+    NEW.campaign_id := (SELECT e.campaign_id FROM konvox.enrollments e
+                         WHERE e.id = NEW.enrollment_id);
 
     IF TG_OP = 'INSERT' THEN
         IF NEW.ai_generated THEN
@@ -494,12 +490,8 @@ RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    IF NEW.enrollment_id IS NULL THEN
-        NEW.campaign_id := NULL;
-    ELSE
-        SELECT e.campaign_id INTO NEW.campaign_id
-          FROM konvox.enrollments e WHERE e.id = NEW.enrollment_id;
-    END IF;
+    NEW.campaign_id := (SELECT e.campaign_id FROM konvox.enrollments e
+                         WHERE e.id = NEW.enrollment_id);
     NEW.opt_out_keyword := konvox.find_opt_out_keyword(NEW.company_id, NEW.body);
     RETURN NEW;
 END;
