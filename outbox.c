@@ -95,13 +95,15 @@ typedef struct KwTableWriter
 	TupleTableSlot *slot;
 } KwTableWriter;
 
-/* The open writer of this transaction. */
-typedef struct KwWriter
+/*
+ * Where the writer's columns are, and the deliveries' identity sequence:
+ * catalog lookups, kept from one transaction to the next until a relcache
+ * invalidation of either table.
+ */
+typedef struct KwLayout
 {
-	EState	   *estate;
-	Datum		pending;		/* 'pending' as text */
-	KwTableWriter events;
-	KwTableWriter deliveries;
+	Oid			events_relid;
+	Oid			deliveries_relid;
 	Oid			delivery_seq;
 	AttrNumber	ev_id,
 				ev_event,
@@ -115,6 +117,16 @@ typedef struct KwWriter
 				d_attempts,
 				d_next,
 				d_created;
+} KwLayout;
+
+/* The open writer of this transaction. */
+typedef struct KwWriter
+{
+	EState	   *estate;
+	Datum		pending;		/* 'pending' as text */
+	KwTableWriter events;
+	KwTableWriter deliveries;
+	KwLayout	l;
 } KwWriter;
 
 static MemoryContext kw_types_context = NULL;
@@ -132,6 +144,8 @@ static Oid	kw_deliveries_relid = InvalidOid;
 
 static KwWriter *kw_writer = NULL;
 static bool kw_writer_stale = false;
+static KwLayout kw_layout;
+static bool kw_layout_valid = false;
 
 static SPIPlanPtr kw_load_types_plan = NULL;
 static SPIPlanPtr kw_load_endpoints_plan = NULL;
@@ -164,7 +178,10 @@ kw_relcache_cb(Datum arg, Oid relid)
 	}
 	if (relid == InvalidOid || relid == kw_events_relid ||
 		relid == kw_deliveries_relid)
+	{
 		kw_writer_stale = true;
+		kw_layout_valid = false;
+	}
 }
 
 /*
@@ -709,6 +726,35 @@ kw_attnum(Relation rel, const char *name)
 }
 
 /*
+ * Look up kw_layout for the open tables.  They are locked, so their columns
+ * cannot change meanwhile; an invalidation that arrives during the lookups
+ * only makes the next writer look again.
+ */
+static void
+kw_load_layout(Relation events, Relation deliveries)
+{
+	KwLayout   *l = &kw_layout;
+
+	kw_layout_valid = true;
+	l->events_relid = RelationGetRelid(events);
+	l->ev_id = kw_attnum(events, "id");
+	l->ev_event = kw_attnum(events, "event");
+	l->ev_company = kw_attnum(events, "company_id");
+	l->ev_data = kw_attnum(events, "data");
+	l->ev_created = kw_attnum(events, "created_at");
+
+	l->deliveries_relid = RelationGetRelid(deliveries);
+	l->d_id = kw_attnum(deliveries, "id");
+	l->d_event = kw_attnum(deliveries, "event_id");
+	l->d_endpoint = kw_attnum(deliveries, "endpoint_id");
+	l->d_status = kw_attnum(deliveries, "status");
+	l->d_attempts = kw_attnum(deliveries, "attempts");
+	l->d_next = kw_attnum(deliveries, "next_attempt_at");
+	l->d_created = kw_attnum(deliveries, "created_at");
+	l->delivery_seq = getIdentitySequence(l->deliveries_relid, l->d_id, false);
+}
+
+/*
  * Open the writer for this transaction, in TopTransactionContext and owned
  * by the top-level transaction's resource owner, so that it outlives the
  * statement (and any subtransaction) that opened it.
@@ -719,7 +765,6 @@ kw_open_writer(void)
 	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 	ResourceOwner save = CurrentResourceOwner;
 	KwWriter   *w = palloc0(sizeof(KwWriter));
-	Relation	rel;
 
 	kw_events_relid = kw_relid("events");
 	kw_deliveries_relid = kw_relid("deliveries");
@@ -731,22 +776,11 @@ kw_open_writer(void)
 	kw_open_table(&w->events, kw_events_relid);
 	kw_open_table(&w->deliveries, kw_deliveries_relid);
 
-	rel = w->events.rel;
-	w->ev_id = kw_attnum(rel, "id");
-	w->ev_event = kw_attnum(rel, "event");
-	w->ev_company = kw_attnum(rel, "company_id");
-	w->ev_data = kw_attnum(rel, "data");
-	w->ev_created = kw_attnum(rel, "created_at");
-
-	rel = w->deliveries.rel;
-	w->d_id = kw_attnum(rel, "id");
-	w->d_event = kw_attnum(rel, "event_id");
-	w->d_endpoint = kw_attnum(rel, "endpoint_id");
-	w->d_status = kw_attnum(rel, "status");
-	w->d_attempts = kw_attnum(rel, "attempts");
-	w->d_next = kw_attnum(rel, "next_attempt_at");
-	w->d_created = kw_attnum(rel, "created_at");
-	w->delivery_seq = getIdentitySequence(kw_deliveries_relid, w->d_id, false);
+	if (!kw_layout_valid ||
+		kw_layout.events_relid != kw_events_relid ||
+		kw_layout.deliveries_relid != kw_deliveries_relid)
+		kw_load_layout(w->events.rel, w->deliveries.rel);
+	w->l = kw_layout;
 
 	CurrentResourceOwner = save;
 	MemoryContextSwitchTo(old);
@@ -828,16 +862,16 @@ kw_write_event(pg_uuid_t *id, text *event, text *company_id, Jsonb *data)
 	slot = w->events.slot;
 	ExecClearTuple(slot);
 	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
-	slot->tts_values[w->ev_id - 1] = UUIDPGetDatum(id);
-	slot->tts_isnull[w->ev_id - 1] = false;
-	slot->tts_values[w->ev_event - 1] = PointerGetDatum(event);
-	slot->tts_isnull[w->ev_event - 1] = false;
-	slot->tts_values[w->ev_company - 1] = PointerGetDatum(company_id);
-	slot->tts_isnull[w->ev_company - 1] = false;
-	slot->tts_values[w->ev_data - 1] = JsonbPGetDatum(data);
-	slot->tts_isnull[w->ev_data - 1] = false;
-	slot->tts_values[w->ev_created - 1] = TimestampTzGetDatum(now);
-	slot->tts_isnull[w->ev_created - 1] = false;
+	slot->tts_values[w->l.ev_id - 1] = UUIDPGetDatum(id);
+	slot->tts_isnull[w->l.ev_id - 1] = false;
+	slot->tts_values[w->l.ev_event - 1] = PointerGetDatum(event);
+	slot->tts_isnull[w->l.ev_event - 1] = false;
+	slot->tts_values[w->l.ev_company - 1] = PointerGetDatum(company_id);
+	slot->tts_isnull[w->l.ev_company - 1] = false;
+	slot->tts_values[w->l.ev_data - 1] = JsonbPGetDatum(data);
+	slot->tts_isnull[w->l.ev_data - 1] = false;
+	slot->tts_values[w->l.ev_created - 1] = TimestampTzGetDatum(now);
+	slot->tts_isnull[w->l.ev_created - 1] = false;
 	kw_insert(w, &w->events);
 
 	for (int i = 0; i < ndeliveries; i++)
@@ -846,21 +880,21 @@ kw_write_event(pg_uuid_t *id, text *event, text *company_id, Jsonb *data)
 		ExecClearTuple(slot);
 		memset(slot->tts_isnull, true,
 			   sizeof(bool) * slot->tts_tupleDescriptor->natts);
-		slot->tts_values[w->d_id - 1] =
-			Int64GetDatum(nextval_internal(w->delivery_seq, false));
-		slot->tts_isnull[w->d_id - 1] = false;
-		slot->tts_values[w->d_event - 1] = UUIDPGetDatum(id);
-		slot->tts_isnull[w->d_event - 1] = false;
-		slot->tts_values[w->d_endpoint - 1] = Int64GetDatum(endpoint_ids[i]);
-		slot->tts_isnull[w->d_endpoint - 1] = false;
-		slot->tts_values[w->d_status - 1] = w->pending;
-		slot->tts_isnull[w->d_status - 1] = false;
-		slot->tts_values[w->d_attempts - 1] = Int32GetDatum(0);
-		slot->tts_isnull[w->d_attempts - 1] = false;
-		slot->tts_values[w->d_next - 1] = TimestampTzGetDatum(now);
-		slot->tts_isnull[w->d_next - 1] = false;
-		slot->tts_values[w->d_created - 1] = TimestampTzGetDatum(now);
-		slot->tts_isnull[w->d_created - 1] = false;
+		slot->tts_values[w->l.d_id - 1] =
+			Int64GetDatum(nextval_internal(w->l.delivery_seq, false));
+		slot->tts_isnull[w->l.d_id - 1] = false;
+		slot->tts_values[w->l.d_event - 1] = UUIDPGetDatum(id);
+		slot->tts_isnull[w->l.d_event - 1] = false;
+		slot->tts_values[w->l.d_endpoint - 1] = Int64GetDatum(endpoint_ids[i]);
+		slot->tts_isnull[w->l.d_endpoint - 1] = false;
+		slot->tts_values[w->l.d_status - 1] = w->pending;
+		slot->tts_isnull[w->l.d_status - 1] = false;
+		slot->tts_values[w->l.d_attempts - 1] = Int32GetDatum(0);
+		slot->tts_isnull[w->l.d_attempts - 1] = false;
+		slot->tts_values[w->l.d_next - 1] = TimestampTzGetDatum(now);
+		slot->tts_isnull[w->l.d_next - 1] = false;
+		slot->tts_values[w->l.d_created - 1] = TimestampTzGetDatum(now);
+		slot->tts_isnull[w->l.d_created - 1] = false;
 		kw_insert(w, &w->deliveries);
 	}
 	pfree(endpoint_ids);

@@ -395,4 +395,14 @@ SELECT webhooks.emit('contact.replied', 'acme', '{"contactId": "c1", "channel": 
 \echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
 
+-- the same session after DROP and CREATE EXTENSION: emit() writes to the
+-- new tables, and numbers deliveries with the new sequence
+DROP EXTENSION konvox_webhooks CASCADE;
+CREATE EXTENSION konvox_webhooks;
+SELECT id FROM webhooks.create_endpoint('acme', 'https://a1.example/hooks',
+                                        ARRAY['contact.replied']);
+SELECT webhooks.emit('contact.replied', 'acme', '{"contactId": "c1", "channel": "email"}') IS NOT NULL AS emitted;
+SELECT d.id, d.endpoint_id, d.status, ev.event
+  FROM webhooks.deliveries d JOIN webhooks.events ev ON ev.id = d.event_id;
+
 DROP EXTENSION konvox_webhooks CASCADE;
