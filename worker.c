@@ -1002,17 +1002,18 @@ kw_response_text(KwRequest *req)
 	initStringInfo(&buf);
 	while (left > 0)
 	{
-		int			len = pg_encoding_verifymbchar(encoding, p, left);
+		/* the valid run, then one '?' for the byte that ends it */
+		int			len = pg_encoding_verifymbstr(encoding, p, left);
 
-		if (len <= 0)
-		{
-			appendStringInfoChar(&buf, '?');
-			len = 1;
-		}
-		else
-			appendBinaryStringInfo(&buf, p, len);
+		appendBinaryStringInfo(&buf, p, len);
 		p += len;
 		left -= len;
+		if (left > 0)
+		{
+			appendStringInfoChar(&buf, '?');
+			p++;
+			left--;
+		}
 	}
 	return cstring_to_text_with_len(buf.data, buf.len);
 }

@@ -399,6 +399,23 @@ summary(
 		'big: %d events answered 200 with a %d MB body; delivered %d, response_body capped at 4096 bytes, worker RssAnon grew at most %d kB',
 		$n_big, $big_bytes / 1024 / 1024, $n_big, $max_growth));
 
+# A body that is not valid text: each byte that ends a valid run (here an
+# invalid UTF-8 byte, a NUL, and a character cut short by the 4 kB cap)
+# becomes '?', and the rest is kept as it came.
+my $odd = '6f6bff00' . '78' . ('e282ac' x 1363) . 'e282ac';
+endpoint('odd', receiver_url($r, "/odd?body_hex=$odd"));
+kw_emit_many($node, 'postgres', 'odd', 1);
+kw_wait_drained($node, 'postgres', 'odd');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT d.status, a.response_body = 'ok??x' || repeat(U&'\20AC', 1363) || '??'
+  FROM webhooks.delivery_attempts a
+  JOIN webhooks.deliveries d ON d.id = a.delivery_id
+  JOIN webhooks.events ev ON ev.id = d.event_id
+ WHERE ev.company_id = 'odd'}),
+	'delivered|t',
+	'invalid and NUL bytes of a response body are stored as ?');
+
 ###
 ### Phase 3: a slow receiver (200 ms per request) and thousands of events.
 ### The requests in flight never exceed max_concurrency, and descriptors do

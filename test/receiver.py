@@ -14,6 +14,8 @@ registered with, so every endpoint of a test can behave differently:
     fail_first=K   answer 500 to the first K requests to this path, then status
     delay_ms=N     wait N ms before answering
     body_bytes=N   answer with a body of N bytes
+    body_hex=HEX   answer with a body of these bytes (e.g. ff00 for bytes
+                   that are not UTF-8 text)
     reset=1        close the connection without answering
     location=URL   send a Location header with the answer (e.g. with
                    status=302, to show that a redirect is not followed)
@@ -155,7 +157,11 @@ class Handler(BaseHTTPRequestHandler):
         extra = {}
         if "location" in script:
             extra["Location"] = script["location"][0]
-        self.answer(status, b"x" * opt("body_bytes") or b"ok", extra)
+        if "body_hex" in script:
+            answer = bytes.fromhex(script["body_hex"][0])
+        else:
+            answer = b"x" * opt("body_bytes") or b"ok"
+        self.answer(status, answer, extra)
 
     def answer(self, status, body, extra_headers=None):
         try:
