@@ -633,6 +633,23 @@ kw_column(HeapTuple tuple, TupleDesc desc, const char *name)
 }
 
 /*
+ * The row that a BEFORE ROW trigger function checks: the new row of an
+ * UPDATE, else the inserted one.  fn names the function, for misuse.
+ */
+static HeapTuple
+kw_before_row(FunctionCallInfo fcinfo, const char *fn)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		elog(ERROR, "%s must be a BEFORE ROW trigger", fn);
+	return TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+}
+
+/*
  * Trigger on webhooks.endpoints: every row, however it is written, gets the
  * checks create_endpoint() promises.
  */
@@ -652,13 +669,7 @@ kw_endpoint_check(PG_FUNCTION_ARGS)
 	Datum		args[1];
 	Oid			types[1] = {TEXTARRAYOID};
 
-	if (!CALLED_AS_TRIGGER(fcinfo) ||
-		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
-		elog(ERROR, "kw_endpoint_check must be a BEFORE ROW trigger");
-
-	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
-		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	tuple = kw_before_row(fcinfo, "kw_endpoint_check");
 	desc = trigdata->tg_relation->rd_att;
 
 	company_id = kw_column(tuple, desc, "company_id");
@@ -766,13 +777,7 @@ kw_event_type_check(PG_FUNCTION_ARGS)
 	bool		isnull;
 	Jsonb	   *fields;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) ||
-		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
-		elog(ERROR, "kw_event_type_check must be a BEFORE ROW trigger");
-
-	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
-		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	tuple = kw_before_row(fcinfo, "kw_event_type_check");
 	desc = trigdata->tg_relation->rd_att;
 
 	name = kw_column(tuple, desc, "name");
