@@ -11,7 +11,8 @@ OBJS = konvox_webhooks.o outbox.o worker.o http.o
 PGFILEDESC = "konvox_webhooks - webhook delivery from PostgreSQL"
 
 EXTENSION = konvox_webhooks
-DATA = konvox_webhooks--1.0.sql konvox_webhooks--1.0--1.1.sql
+DATA = konvox_webhooks--1.0.sql konvox_webhooks--1.0--1.1.sql \
+	konvox_webhooks--1.1--1.2.sql
 
 REGRESS = event_types endpoints emit emit_trigger send_test history sign privileges operations
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \

@@ -21,7 +21,7 @@
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
-#define KW_VERSION			"1.1"
+#define KW_VERSION			"1.2"
 #define KW_USER_AGENT		"konvox_webhooks/" KW_VERSION
 #define KW_WORKER_TYPE		"konvox_webhooks worker"
 #define KW_LAUNCHER_TYPE	"konvox_webhooks launcher"

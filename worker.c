@@ -246,6 +246,14 @@ kw_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnection(kw_database_name, NULL, 0);
 
 	/*
+	 * Names in our statements resolve in pg_catalog only: an operator or
+	 * function that someone creates in public with an exact argument match
+	 * would otherwise run as the superuser that we are.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET,
+					PGC_S_OVERRIDE);
+
+	/*
 	 * Our results are written with synchronous_commit off: a crash may lose
 	 * the last moment of them, and those deliveries are simply sent again.
 	 */
@@ -324,6 +332,8 @@ kw_worker_main(Datum main_arg)
 			kw_http_configure(kw_concurrency);
 			kw_ensure_slots(kw_concurrency);
 			kw_more_due = true;
+			/* a changed retention applies at once */
+			kw_next_purge = 0;
 		}
 
 		/* progress on the sockets, then record what has finished */

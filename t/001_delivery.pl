@@ -63,7 +63,7 @@ is($req->{path}, '/hook', 'sent to the registered path');
 is($req->{headers}{'content-type'},
 	'application/json', 'Content-Type is application/json');
 is($req->{headers}{'user-agent'},
-	'konvox_webhooks/1.1', 'User-Agent names the extension and version');
+	'konvox_webhooks/1.2', 'User-Agent names the extension and version');
 is($req->{headers}{'webhook-id'}, $id, 'webhook-id is the event id');
 my $ts = $req->{headers}{'webhook-timestamp'};
 like($ts, qr/^\d+$/, 'webhook-timestamp is an integer');

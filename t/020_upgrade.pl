@@ -1,8 +1,10 @@
-# Upgrade from 1.0 to 1.1 over live data: the extension is created at 1.0,
-# the worker delivers (and retries) there, then ALTER EXTENSION UPDATE runs
-# with a retry still scheduled.  Afterwards the data is intact, the 1.1
-# functions work on the 1.0 rows, the scheduled retry still goes out, and
-# the upgraded schema is the same as that of a fresh CREATE EXTENSION.
+# Upgrade from 1.0 to 1.1 and then to 1.2 over live data: the extension is
+# created at 1.0, the worker delivers (and retries) there, then ALTER
+# EXTENSION UPDATE TO '1.1' runs with a retry still scheduled.  Afterwards
+# the data is intact, the 1.1 functions work on the 1.0 rows and the
+# scheduled retry still goes out.  The update to 1.2 follows, with a retry
+# scheduled again, and the schema of 1.0 + both updates is the same as that
+# of a fresh CREATE EXTENSION.
 
 use strict;
 use warnings;
@@ -146,7 +148,7 @@ LOCK TABLE webhooks.delivery_attempts, webhooks.deliveries IN SHARE MODE;
 $fingerprint;
 SELECT status || ' ' || attempts || ' ' || (next_attempt_at > now())
   FROM webhooks.deliveries WHERE id = $retry_id;
-ALTER EXTENSION konvox_webhooks UPDATE;
+ALTER EXTENSION konvox_webhooks UPDATE TO '1.1';
 SELECT extversion FROM pg_extension WHERE extname = 'konvox_webhooks';
 $fingerprint;
 SELECT count(*) FROM webhooks.deliveries WHERE redelivery_of IS NOT NULL;
@@ -156,7 +158,7 @@ my ($fp_before, $retry_state, $version, $fp_after, $linked) = @out;
 like($fp_before, qr/^\d+ rows [0-9a-f]{32}$/, 'a fingerprint of the 1.0 data');
 is($retry_state, 'pending 1 true',
 	'the retry was still scheduled while the update ran');
-is($version, '1.1', 'ALTER EXTENSION UPDATE goes to 1.1');
+is($version, '1.1', "ALTER EXTENSION UPDATE TO '1.1'");
 is($fp_after, $fp_before,
 	'every row of 1.0 is the same after the update, column by column');
 is($linked, '0', 'no old delivery is taken for a redelivery');
@@ -276,17 +278,65 @@ is( sql(
 	't|t|0|0',
 	'worker_status() on the upgraded database');
 
+#
+# 1.1 to 1.2, with a retry scheduled again
+#
+receiver_control($r, '/flaky', 'status=500');
+sql(q{SELECT webhooks.emit('contact.replied', 'acme',
+                           '{"contactId": "c9", "channel": "email"}')});
+ok( $node->poll_query_until(
+		'postgres', qq{
+SELECT count(*) = 1 FROM webhooks.deliveries
+ WHERE endpoint_id = $ep{flaky} AND status = 'pending' AND attempts = 1
+   AND next_attempt_at > now()}),
+	'1.1: a retry is scheduled');
+$retry_id = sql(
+	"SELECT id FROM webhooks.deliveries WHERE endpoint_id = $ep{flaky} AND status = 'pending'"
+);
+@out = split /\n/, sql(
+	qq{
+BEGIN;
+LOCK TABLE webhooks.delivery_attempts, webhooks.deliveries IN SHARE MODE;
+$fingerprint;
+ALTER EXTENSION konvox_webhooks UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'konvox_webhooks';
+$fingerprint;
+SELECT status || ' ' || attempts || ' ' || (next_attempt_at > now())
+  FROM webhooks.deliveries WHERE id = $retry_id;
+COMMIT;
+});
+($fp_before, $version, $fp_after, $retry_state) = @out;
+is($version, '1.2', 'ALTER EXTENSION UPDATE goes on to 1.2');
+is($fp_after, $fp_before,
+	'every row of 1.1 is the same after the update, column by column');
+is($retry_state, 'pending 1 true',
+	'the retry was still scheduled while the update ran');
+receiver_control($r, '/flaky', 'status=200');
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT status = 'delivered' FROM webhooks.deliveries WHERE id = $retry_id"
+	),
+	'the retry scheduled under 1.1 is delivered after the update');
+is( sql(
+		q{SELECT count(*) FROM pg_proc p
+	   WHERE p.pronamespace = 'webhooks'::regnamespace
+	     AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')
+	     AND NOT coalesce(p.proconfig @> '{"search_path=pg_catalog, pg_temp"}', false)}
+	),
+	'0',
+	'1.2: every SQL and PL/pgSQL function pins its search_path');
+
 my $log = kw_log_since($node, 0);
-unlike($log, qr/ERROR:/, 'no error in the server log, before or after the update');
+unlike($log, qr/ERROR:/, 'no error in the server log, before or after the updates');
 
 #
-# A fresh 1.1 has the same objects as 1.0 + update
+# A fresh 1.2 has the same objects as 1.0 + both updates
 #
 sql('CREATE DATABASE fresh');
 sql('CREATE EXTENSION konvox_webhooks', 'fresh');
 is(sql("SELECT extversion FROM pg_extension WHERE extname = 'konvox_webhooks'",
 		'fresh'),
-	'1.1', 'a fresh CREATE EXTENSION installs 1.1');
+	'1.2', 'a fresh CREATE EXTENSION installs 1.2');
 
 my %catalog = (
 	schema => q{
@@ -356,11 +406,11 @@ for my $what (sort keys %catalog)
 	my $q = "SELECT string_agg(x, E'\\n' ORDER BY x) FROM ($catalog{$what}) s(x)";
 	my $fresh = sql($q, 'fresh');
 	my $upgraded = sql($q);
-	isnt($fresh, '', "fresh 1.1 has $what");
-	is($upgraded, $fresh, "1.0 + update has the same $what as a fresh 1.1");
+	isnt($fresh, '', "fresh 1.2 has $what");
+	is($upgraded, $fresh, "1.0 + updates have the same $what as a fresh 1.2");
 }
 
-# the comparison would see a 1.1 object missing from either side
+# the comparison would see an object of 1.1 or 1.2 missing from either side
 like(
 	sql(
 		"SELECT string_agg(x, E'\\n') FROM ($catalog{columns}) s(x)", 'fresh'),

@@ -1,0 +1,200 @@
+# A database owner who is not a superuser must not become one through the
+# extension.  The owner plants, in the public schema, look-alikes of every
+# operator and function that the extension's SQL calls, for argument types
+# that pg_catalog matches only through a cast or a polymorphic type (those
+# are the ones an exact match in public wins over).  Each look-alike runs
+# ALTER ROLE owner SUPERUSER.  Then events are emitted, delivered, retried,
+# redelivered and purged, retention runs, endpoints are changed, and a
+# superuser fires emit_trigger() with public in its search_path, as a
+# migration would.  The owner is never a superuser and no look-alike is
+# ever called.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin/../test";
+use KwTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = kw_node('search_path');
+my $r = kw_receiver();
+my $srcdir = "$FindBin::RealBin/..";
+
+# The test's own queries run with a safe search_path, so that they cannot
+# call a look-alike themselves; only the calls below that mean to do so
+# keep the default one.
+$ENV{PGOPTIONS} = '-c search_path=pg_catalog,pg_temp';
+
+sub sql
+{
+	my ($query, %opts) = @_;
+	local $ENV{PGOPTIONS} = '-c search_path="$user",public'
+	  if $opts{public_path};
+	return $node->safe_psql('postgres', $query,
+		$opts{user} ? (extra_params => [ '-U', $opts{user} ]) : ());
+}
+
+#
+# The owner: a database owner, not a superuser, who may emit
+#
+sql(q{
+CREATE ROLE mallory LOGIN;
+ALTER DATABASE postgres OWNER TO mallory;
+GRANT USAGE ON SCHEMA webhooks TO mallory;
+GRANT EXECUTE ON FUNCTION webhooks.emit(text, text, jsonb) TO mallory;
+});
+is(sql("SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'"),
+	'f', 'the owner is not a superuser');
+
+#
+# The names the extension's SQL calls: every word followed by "(" in its
+# scripts and C sources that names a pg_catalog function, and the
+# operators that pg_catalog defines.
+#
+my %words;
+for my $file (glob("$srcdir/konvox_webhooks--*.sql"), glob("$srcdir/*.c"))
+{
+	my $text = slurp_file($file);
+	$words{ lc $1 } = 1 while $text =~ /\b([A-Za-z_][A-Za-z0-9_]*)\s*\(/g;
+}
+my $names = join(',', map { "'$_'" } sort keys %words);
+
+# Argument types the extension's values have, and the look-alikes' body.
+my $setup = slurp_file("$FindBin::RealBin/../test/plant_lookalikes.sql");
+$setup =~ s/\@NAMES\@/$names/g;
+sql($setup, user => 'mallory');
+my $planted = sql(
+	q{SELECT count(*) FILTER (WHERE kind = 'operator') || ' operators, ' ||
+	         count(*) FILTER (WHERE kind <> 'operator') || ' functions'
+	    FROM public.lookalikes});
+note "planted $planted";
+cmp_ok(sql("SELECT count(*) FROM public.lookalikes WHERE kind = 'operator'"),
+	'>', 100, 'the owner planted operators');
+cmp_ok(sql("SELECT count(*) FROM public.lookalikes WHERE kind <> 'operator'"),
+	'>', 100, 'and functions');
+is( sql(
+		q{SELECT count(*) FROM public.lookalikes
+	   WHERE signature IN ('%(bigint,integer)', 'unnest(text[])')}),
+	'2',
+	'among them the two of the report: %(bigint, integer) and unnest(text[])'
+);
+
+# Wait until $cond holds, or until a look-alike has been called; then
+# check that none was, that the owner is not a superuser, and that $cond
+# holds.
+sub settle
+{
+	my ($phase, $cond) = @_;
+	$node->poll_query_until('postgres',
+		"SELECT ($cond) OR EXISTS (SELECT FROM public.lookalike_calls)");
+	is( sql(
+			"SELECT coalesce(string_agg(DISTINCT what || ' by ' || who, '; '), 'none') FROM public.lookalike_calls"
+		),
+		'none',
+		"$phase: no look-alike was called");
+	is(sql("SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'"),
+		'f', "$phase: the owner is not a superuser");
+	return is(sql("SELECT ($cond)"), 't', $phase);
+}
+
+#
+# Work for every path of the extension's SQL
+#
+sql(q{CREATE SCHEMA shop; CREATE TABLE shop.replies (company_id text, contact_id text, channel text)},
+	public_path => 1);
+my $ok = sql(
+	"SELECT id FROM webhooks.create_endpoint('acme', '"
+	  . receiver_url($r, '/ok')
+	  . "', ARRAY['contact.replied', 'enrollment.created'])",
+	public_path => 1);
+my $flaky = sql(
+	"SELECT id FROM webhooks.create_endpoint('acme', '"
+	  . receiver_url($r, '/flaky?fail_first=1')
+	  . "', ARRAY['contact.replied'])",
+	public_path => 1);
+my $down = sql(
+	"SELECT id FROM webhooks.create_endpoint('globex', '"
+	  . receiver_url($r, '/down?status=500')
+	  . "', ARRAY['contact.replied'])",
+	public_path => 1);
+
+# the owner emits
+sql(q{SELECT webhooks.emit('contact.replied', 'acme', '{"contactId": "c1", "channel": "email"}');
+SELECT webhooks.emit('contact.replied', 'globex', '{"contactId": "g1", "channel": "email"}');
+SELECT webhooks.emit('enrollment.created', 'acme',
+       '{"enrollmentId": "e1", "contactId": "c1", "campaignId": "k1"}')},
+	user => 'mallory');
+
+# a superuser's migration fires emit_trigger(), in both argument forms
+sql(q{
+CREATE TRIGGER replied AFTER INSERT ON shop.replies FOR EACH ROW
+    EXECUTE FUNCTION webhooks.emit_trigger('contact.replied', 'company_id');
+CREATE TRIGGER replied_mapped AFTER INSERT ON shop.replies FOR EACH ROW
+    EXECUTE FUNCTION webhooks.emit_trigger('contact.replied', 'company_id',
+                                           'contactId=contact_id', 'channel=channel');
+}, public_path => 1);
+{
+	local $ENV{PGOPTIONS} = '-c search_path="$user",public';
+	my ($ret, $out, $err) = $node->psql('postgres',
+		"INSERT INTO shop.replies VALUES ('acme', 'c2', 'email')");
+	is($err, '', 'the migration fired emit_trigger() without a word');
+}
+
+# delivered, retried, failed
+settle(
+	'deliveries went out, were retried and failed', qq{
+SELECT count(*) FILTER (WHERE status = 'pending') = 0
+   AND count(*) FILTER (WHERE endpoint_id = $flaky AND status = 'delivered') = 3
+   AND sum(attempts) FILTER (WHERE endpoint_id = $flaky) = 4
+   AND count(*) FILTER (WHERE endpoint_id = $down AND status = 'failed') = 1
+  FROM webhooks.deliveries});
+
+# redelivery, tests, stats and history, as a superuser
+my $failed = sql("SELECT id FROM webhooks.deliveries WHERE endpoint_id = $down");
+sql(qq{
+SELECT webhooks.redeliver($failed);
+SELECT webhooks.redeliver_failed($down, now() - interval '1 hour');
+SELECT webhooks.send_test($ok);
+SELECT webhooks.send_test($ok, 'enrollment.created');
+SELECT webhooks.rotate_secret($ok);
+SELECT count(*) FROM webhooks.endpoint_stats;
+SELECT count(*) FROM webhooks.delivery_history;
+SELECT * FROM webhooks.worker_status();
+}, public_path => 1);
+settle('redeliveries and tests went out',
+	"SELECT count(*) = 0 FROM webhooks.deliveries WHERE status = 'pending'");
+
+# endpoints changed and removed, an event type refused, data purged
+sql(qq{
+UPDATE webhooks.endpoints SET active = false WHERE id = $flaky;
+DELETE FROM webhooks.endpoints WHERE id = $down;
+SELECT webhooks.purge_company('globex');
+SELECT webhooks.purge(interval '0');
+}, public_path => 1);
+my ($ret, $out, $err) = $node->psql(
+	'postgres', "DELETE FROM webhooks.event_types WHERE name = 'enrollment.created'",
+	on_error_stop => 0);
+like($err, qr/is subscribed to by endpoints/,
+	'a subscribed event type is still refused');
+
+# retention, in the worker
+$node->append_conf('postgresql.conf', "konvox_webhooks.retention = '1s'\n");
+$node->reload;
+settle(
+	'retention deleted the history in the worker', q{
+SELECT count(*) = 0 FROM webhooks.deliveries d
+ WHERE d.created_at < now() - interval '1 second'});
+
+#
+# Nobody became a superuser, and no look-alike ran
+#
+is(sql("SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'"),
+	'f', 'the owner is still not a superuser');
+is(sql("SELECT coalesce(string_agg(DISTINCT what, '; '), 'none') FROM public.lookalike_calls"),
+	'none', 'no look-alike was called');
+unlike(kw_log_since($node, 0), qr/WARNING:\s+look-alike /,
+	'the server log shows no call of a look-alike either');
+
+done_testing();
