@@ -96,6 +96,17 @@ kw_http_init(int max_concurrency)
 				(errcode_for_socket_access(),
 				 errmsg("could not create epoll set: %m")));
 
+	/*
+	 * With a synchronous resolver, every name lookup would stop this
+	 * worker's whole event loop until the DNS server answers.
+	 */
+	if ((curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_ASYNCHDNS) == 0)
+		ereport(WARNING,
+				(errmsg("libcurl %s resolves host names synchronously",
+						curl_version_info(CURLVERSION_NOW)->version),
+				 errdetail("While a DNS server is slow to answer, this konvox_webhooks worker sends and receives nothing else."),
+				 errhint("Use a libcurl built with the threaded resolver or with c-ares.")));
+
 	curl_multi_setopt(kw_multi, CURLMOPT_SOCKETFUNCTION, kw_socket_cb);
 	curl_multi_setopt(kw_multi, CURLMOPT_TIMERFUNCTION, kw_timer_cb);
 	kw_http_configure(max_concurrency);
@@ -300,12 +311,21 @@ kw_address_allowed(const struct sockaddr *sa)
 		static const uint8 nat64[12] = {0x00, 0x64, 0xff, 0x9b};
 		const uint8 *v4 = NULL;
 
+		static const uint8 siit[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		static const uint8 discard[8] = {0x01};
+
 		if (IN6_IS_ADDR_UNSPECIFIED(a6) || IN6_IS_ADDR_LOOPBACK(a6) ||
 			IN6_IS_ADDR_LINKLOCAL(a6) || IN6_IS_ADDR_SITELOCAL(a6) ||
 			IN6_IS_ADDR_MULTICAST(a6) ||
 			(b[0] & 0xfe) == 0xfc ||	/* fc00::/7 */
 			(b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b &&
-			 b[4] == 0x00 && b[5] == 0x01))	/* 64:ff9b:1::/48 */
+			 b[4] == 0x00 && b[5] == 0x01) ||	/* 64:ff9b:1::/48 */
+			memcmp(b, siit, sizeof(siit)) == 0 ||	/* ::ffff:0:0:0/96, SIIT */
+			(b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00 &&
+			 b[3] == 0x00) ||	/* 2001::/32, Teredo */
+			(b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d &&
+			 b[3] == 0xb8) ||	/* 2001:db8::/32, documentation */
+			memcmp(b, discard, sizeof(discard)) == 0)	/* 100::/64, discard */
 			return false;
 
 		/* addresses that carry an IPv4 address are judged by it */
@@ -329,6 +349,21 @@ kw_address_allowed(const struct sockaddr *sa)
 }
 
 /*
+ * Remember a refused address for the server log.  The attempt's error,
+ * which tenants read in their history, only says that an address was not
+ * allowed: which internal address a name resolves to is not theirs to see.
+ */
+static void
+kw_note_refused(KwRequest *req, const char *address)
+{
+	int			len = strlen(req->refused_addresses);
+
+	req->addresses_refused++;
+	snprintf(req->refused_addresses + len, sizeof(req->refused_addresses) - len,
+			 "%s%s", len > 0 ? ", " : "", address);
+}
+
+/*
  * libcurl's open-socket callback: the one place where every connection's
  * resolved address passes, so the address check happens here, after DNS,
  * and a name that resolves to a private address cannot slip past it.
@@ -341,6 +376,7 @@ kw_open_socket_cb(void *clientp, curlsocktype purpose,
 	curl_socket_t fd;
 	KwSocket   *st;
 
+	req->addresses_tried++;
 	if (!kw_allow_private_targets && !kw_address_allowed(&address->addr))
 	{
 		char		host[INET6_ADDRSTRLEN] = "?";
@@ -353,9 +389,7 @@ kw_open_socket_cb(void *clientp, curlsocktype purpose,
 			inet_ntop(AF_INET6,
 					  &((struct sockaddr_in6 *) &address->addr)->sin6_addr,
 					  host, sizeof(host));
-		snprintf(req->error, sizeof(req->error),
-				 "target address %s is not allowed", host);
-		req->refused = true;
+		kw_note_refused(req, host);
 		return CURL_SOCKET_BAD;
 	}
 	fd = socket(address->family, address->socktype, address->protocol);
@@ -395,9 +429,8 @@ kw_prereq_cb(void *clientp, char *primary_ip, char *local_ip,
 	if (ss.ss_family == AF_UNSPEC ||
 		!kw_address_allowed((struct sockaddr *) &ss))
 	{
-		snprintf(req->error, sizeof(req->error),
-				 "target address %s is not allowed", primary_ip);
-		req->refused = true;
+		req->addresses_tried++;
+		kw_note_refused(req, primary_ip);
 		return CURL_PREREQFUNC_ABORT;
 	}
 	return CURL_PREREQFUNC_OK;
@@ -418,6 +451,107 @@ kw_add_header(struct curl_slist *list, const char *line)
 	return grown;
 }
 
+/* Forget the outcome of the slot's last request. */
+static void
+kw_reset_outcome(KwRequest *req)
+{
+	req->status_code = 0;
+	req->succeeded = false;
+	req->error[0] = '\0';
+	req->addresses_tried = 0;
+	req->addresses_refused = 0;
+	req->refused_addresses[0] = '\0';
+	req->response_len = 0;
+	req->next_done = NULL;
+	req->started_at = GetCurrentTimestamp();
+}
+
+/*
+ * Set an option that the safety of deliveries depends on; if this libcurl
+ * does not take it, say so in req->error and return false.
+ */
+static bool
+kw_must_setopt(KwRequest *req, CURLcode rc, const char *option)
+{
+	static bool warned = false;
+
+	if (rc == CURLE_OK)
+		return true;
+	snprintf(req->error, sizeof(req->error),
+			 "not sent: libcurl %s does not support %s",
+			 curl_version_info(CURLVERSION_NOW)->version, option);
+	if (!warned)
+		ereport(WARNING,
+				(errmsg("konvox_webhooks sends nothing: libcurl %s does not support %s",
+						curl_version_info(CURLVERSION_NOW)->version, option),
+				 errdetail("%s", curl_easy_strerror(rc)),
+				 errhint("Install libcurl 7.85 or later and restart the server.")));
+	warned = true;
+	return false;
+}
+
+/*
+ * A new easy handle with the options that never change.  The address
+ * checks, the protocol restriction, no redirects and no proxy from the
+ * environment are what keeps a customer's URL from reaching inside: if
+ * libcurl refuses any of them, the handle is not used and the request is
+ * not sent.  Returns NULL, with req->error set, when that happens.
+ */
+static CURL *
+kw_new_easy(KwRequest *req)
+{
+	CURL	   *easy = curl_easy_init();
+
+	if (easy == NULL)
+	{
+		strlcpy(req->error, "not sent: out of memory", sizeof(req->error));
+		return NULL;
+	}
+	if (!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR,
+											  "http,https"),
+						"CURLOPT_PROTOCOLS_STR") ||
+		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L),
+						"CURLOPT_FOLLOWLOCATION") ||
+		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_PROXY, ""),
+						"CURLOPT_PROXY") ||
+		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION,
+											  kw_open_socket_cb),
+						"CURLOPT_OPENSOCKETFUNCTION") ||
+		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req),
+						"CURLOPT_OPENSOCKETDATA") ||
+		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION,
+											  kw_prereq_cb),
+						"CURLOPT_PREREQFUNCTION") ||
+		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_PREREQDATA, req),
+						"CURLOPT_PREREQDATA") ||
+		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION,
+											  kw_close_socket_cb),
+						"CURLOPT_CLOSESOCKETFUNCTION"))
+	{
+		curl_easy_cleanup(easy);
+		return NULL;
+	}
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, KW_USER_AGENT);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, kw_write_cb);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	return easy;
+}
+
+/*
+ * Finish a request without sending it, with reason as the attempt's error:
+ * the worker found that it must not go out.
+ */
+void
+kw_http_fail(KwRequest *req, const char *reason)
+{
+	kw_reset_outcome(req);
+	strlcpy(req->error, reason, sizeof(req->error));
+	kw_finish(req, CURLE_OK, false);
+}
+
 /*
  * Hand one request to libcurl.  Its easy handle is made on first use and
  * kept, with the options that never change, for the slot's next requests.
@@ -430,37 +564,16 @@ kw_http_start(KwRequest *req, int timeout_ms)
 	char	   *line;
 	char	   *next;
 
-	req->status_code = 0;
-	req->succeeded = false;
-	req->error[0] = '\0';
-	req->refused = false;
-	req->response_len = 0;
-	req->next_done = NULL;
-	req->started_at = GetCurrentTimestamp();
-
+	kw_reset_outcome(req);
 	if (easy == NULL)
 	{
-		easy = curl_easy_init();
+		easy = kw_new_easy(req);
 		if (easy == NULL)
 		{
-			kw_finish(req, CURLE_OUT_OF_MEMORY, false);
+			kw_finish(req, CURLE_FAILED_INIT, false);
 			return;
 		}
 		req->easy = easy;
-		curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-		curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-		curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-		curl_easy_setopt(easy, CURLOPT_PROXY, "");
-		curl_easy_setopt(easy, CURLOPT_USERAGENT, KW_USER_AGENT);
-		curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, kw_write_cb);
-		curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
-		curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, kw_open_socket_cb);
-		curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
-		curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, kw_close_socket_cb);
-		curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, kw_prereq_cb);
-		curl_easy_setopt(easy, CURLOPT_PREREQDATA, req);
-		curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
-		curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	}
 
 	/* one header per line of req->headers */
@@ -573,13 +686,30 @@ kw_finish(KwRequest *req, CURLcode result, bool transferred)
 		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &code);
 	req->status_code = (int) code;
 
-	if (result == CURLE_OK && code >= 200 && code <= 299)
+	if (req->error[0] != '\0')
+	{
+		/* not sent at all; the caller has said why */
+	}
+	else if (result == CURLE_OK && code >= 200 && code <= 299)
 		req->succeeded = true;
 	else if (result == CURLE_OK)
 		snprintf(req->error, sizeof(req->error), "HTTP %ld", code);
-	else if (!req->refused)
+	else if (req->addresses_refused > 0 &&
+			 req->addresses_refused == req->addresses_tried)
+		strlcpy(req->error, "address not allowed", sizeof(req->error));
+	else if (req->addresses_refused > 0)
+		snprintf(req->error, sizeof(req->error),
+				 "%s (%d of %d addresses not allowed)",
+				 curl_easy_strerror(result), req->addresses_refused,
+				 req->addresses_tried);
+	else
 		strlcpy(req->error, curl_easy_strerror(result), sizeof(req->error));
-	/* else the open-socket callback has written why into req->error */
+
+	if (req->addresses_refused > 0)
+		ereport(LOG,
+				(errmsg("konvox_webhooks refused delivery " INT64_FORMAT " to %s: address %s is not allowed",
+						req->delivery_id, req->url.data, req->refused_addresses),
+				 errhint("Deliveries to loopback, private, link-local and other internal addresses are refused unless konvox_webhooks.allow_private_targets is on.")));
 
 	if (req->header_list)
 	{

@@ -17,10 +17,56 @@ ALTER FUNCTION webhooks._endpoint_changed() SET search_path = pg_catalog, pg_tem
 ALTER FUNCTION webhooks.create_endpoint(text, text, text[], text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks.emit_trigger() SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks.send_test(bigint, text) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION webhooks.rotate_secret(bigint, interval) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks.redeliver(bigint) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks.redeliver_failed(bigint, timestamptz) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks.worker_status() SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks._purge_batch(timestamptz, integer) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks.purge(interval) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks.purge_company(text) SET search_path = pg_catalog, pg_temp;
+
+---------------------------------------------------------------------------
+-- rotate_secret() repairs a secret that cannot sign
+---------------------------------------------------------------------------
+
+-- A secret written with the endpoint's checks bypassed (a restore with
+-- triggers disabled) cannot sign, so its deliveries are not sent.  The
+-- rotation that repairs it must not keep it as the previous secret, which
+-- the endpoint's checks would refuse.
+CREATE OR REPLACE FUNCTION webhooks.rotate_secret(endpoint_id bigint,
+                                                  overlap interval DEFAULT '24 hours')
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_secret text := webhooks.generate_secret();
+    old_secret text;
+BEGIN
+    IF overlap IS NULL OR overlap < interval '0' THEN
+        RAISE EXCEPTION 'overlap must be a non-negative interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give how long the old secret keeps signing, e.g. ''24 hours'', or ''0'' to drop it at once.';
+    END IF;
+    SELECT e.secret INTO old_secret FROM webhooks.endpoints e
+     WHERE e.id = rotate_secret.endpoint_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint % does not exist', coalesce(rotate_secret.endpoint_id::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'See SELECT id, company_id, url FROM webhooks.endpoints.';
+    END IF;
+    BEGIN
+        PERFORM webhooks.sign(old_secret, 'msg', 0, '');
+    EXCEPTION WHEN invalid_parameter_value THEN
+        old_secret := NULL;
+    END;
+    UPDATE webhooks.endpoints e
+       SET previous_secret = old_secret,
+           previous_secret_expires_at = CASE WHEN old_secret IS NOT NULL
+                                             THEN now() + overlap END,
+           secret = new_secret
+     WHERE e.id = rotate_secret.endpoint_id;
+    RETURN new_secret;
+END;
+$$;
+COMMENT ON FUNCTION webhooks.rotate_secret(bigint, interval) IS
+'Give an endpoint a new signing secret and return it; until the overlap ends, deliveries are signed with both the new and the old secret (an old secret that cannot sign is dropped)';

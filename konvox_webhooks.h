@@ -79,6 +79,7 @@ typedef struct KwRequest
 	int64		delivery_id;
 	Oid			extension_oid;	/* the extension the delivery belongs to */
 	int32		attempt;		/* the number of this attempt, from 1 */
+	const char *not_sent;		/* why it must not be sent, or NULL */
 	StringInfoData url;
 	StringInfoData body;
 	StringInfoData headers;		/* "Name: value\n" lines */
@@ -95,7 +96,9 @@ typedef struct KwRequest
 	/* private to http.c */
 	void	   *easy;
 	void	   *header_list;
-	bool		refused;		/* the target address is not allowed */
+	int			addresses_tried;	/* connections libcurl tried to open */
+	int			addresses_refused;	/* of which not allowed */
+	char		refused_addresses[KW_ERROR_LEN];	/* for the server log */
 	struct KwRequest *next_done;
 } KwRequest;
 
@@ -124,6 +127,7 @@ extern void kw_http_configure(int max_concurrency);
 extern int	kw_http_socket(void);
 extern long kw_http_timeout(void);
 extern void kw_http_start(KwRequest *req, int timeout_ms);
+extern void kw_http_fail(KwRequest *req, const char *reason);
 extern void kw_http_drive(void);
 extern KwRequest *kw_http_next_done(void);
 extern bool kw_http_has_done(void);

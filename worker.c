@@ -159,8 +159,8 @@ static int	kw_share_of_concurrency(void);
 static void kw_ensure_slots(int n);
 static bool kw_extension_ready(void);
 static void kw_claim(int limit);
-static void kw_prepare_request(KwRequest *req, HeapTuple tuple,
-							   TupleDesc desc, TimestampTz now);
+static const char *kw_prepare_request(KwRequest *req, HeapTuple tuple,
+									  TupleDesc desc, TimestampTz now);
 static void kw_record(void);
 static void kw_release_results(void);
 static void kw_purge(void);
@@ -826,7 +826,9 @@ kw_claim(int limit)
 				}
 
 				kw_claimed[kw_nclaimed] = kw_free[--kw_nfree];
-				kw_prepare_request(kw_claimed[kw_nclaimed++], tuple, desc, now);
+				kw_claimed[kw_nclaimed]->not_sent =
+					kw_prepare_request(kw_claimed[kw_nclaimed], tuple, desc, now);
+				kw_nclaimed++;
 			}
 
 			if (nunsendable > 0)
@@ -885,7 +887,10 @@ kw_claim(int limit)
 
 		entry = hash_search(kw_in_flight, &req->delivery_id, HASH_ENTER, NULL);
 		entry->extension_oid = req->extension_oid;
-		kw_http_start(req, kw_request_timeout);
+		if (req->not_sent != NULL)
+			kw_http_fail(req, req->not_sent);
+		else
+			kw_http_start(req, kw_request_timeout);
 	}
 	kw_nclaimed = 0;
 }
@@ -911,9 +916,10 @@ kw_append_timestamp(StringInfo buf, TimestampTz ts)
 /*
  * Fill a request slot from one claimed row: the URL, the envelope (the same
  * bytes on every attempt, as they depend only on the stored event) and the
- * headers of this attempt.
+ * headers of this attempt.  Returns NULL, or why the request must not be
+ * sent, for the attempt's error.
  */
-static void
+static const char *
 kw_prepare_request(KwRequest *req, HeapTuple tuple, TupleDesc desc,
 				   TimestampTz now)
 {
@@ -979,13 +985,11 @@ kw_prepare_request(KwRequest *req, HeapTuple tuple, TupleDesc desc,
 					 "webhook-id: %s\nwebhook-timestamp: " INT64_FORMAT
 					 "\nwebhook-signature: ",
 					 event_id, unix_now);
-	if (!kw_sign(&req->headers, secret, event_id, unix_now,
+	/* never unsigned: a receiver that checks signatures would take it */
+	if (secret == NULL ||
+		!kw_sign(&req->headers, secret, event_id, unix_now,
 				 req->body.data, req->body.len))
-		ereport(WARNING,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("endpoint secret of delivery " INT64_FORMAT " is not a signing secret, so it is sent unsigned",
-						req->delivery_id),
-				 errhint("Give the endpoint a new secret with webhooks.rotate_secret().")));
+		return "not sent: the endpoint's secret is not a valid signing secret; give it a new one with webhooks.rotate_secret()";
 	if (previous_secret != NULL)
 	{
 		int			len = req->headers.len;
@@ -995,6 +999,7 @@ kw_prepare_request(KwRequest *req, HeapTuple tuple, TupleDesc desc,
 					 req->body.data, req->body.len))
 			req->headers.data[req->headers.len = len] = '\0';
 	}
+	return NULL;
 }
 
 /*

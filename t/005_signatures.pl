@@ -649,4 +649,50 @@ is_deeply([ $during, $after ], [ 204, 400 ],
 	'docs: a receiver on the old secret accepts during the overlap, refuses after a rotation without one'
 );
 
+# Signing fails closed.  A secret that cannot be decoded (written with the
+# endpoint's checks bypassed, as a restore with triggers disabled does) is
+# never a reason to send unsigned: the attempt is a failure that says why,
+# the receiver gets nothing, and once the endpoint has a valid secret the
+# retry goes out signed with it.
+my $ep_bad = $node->safe_psql('postgres',
+	    "SELECT id FROM webhooks.create_endpoint('badsecret', '"
+	  . receiver_url($r, '/badsecret')
+	  . "', ARRAY['contact.replied'])");
+$node->safe_psql(
+	'postgres', qq{
+SET session_replication_role = replica;
+UPDATE webhooks.endpoints SET secret = 'not a whsec_ secret' WHERE id = $ep_bad;
+});
+my $bad_event = $node->safe_psql('postgres',
+	q{SELECT webhooks.emit('contact.replied', 'badsecret', '{"contactId": "c1", "channel": "email"}')}
+);
+need(
+	$node->poll_query_until(
+		'postgres',
+		"SELECT count(*) = 1 FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id WHERE d.event_id = '$bad_event'"
+	),
+	'the delivery with the broken secret has its first attempt');
+is( $node->safe_psql(
+		'postgres', qq{
+SELECT coalesce(a.status_code::text, 'NULL') || '|' || a.error || '|' || d.status
+  FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+ WHERE d.event_id = '$bad_event'}),
+	"NULL|not sent: the endpoint's secret is not a valid signing secret; give it a new one with webhooks.rotate_secret()|pending",
+	'a secret that cannot be decoded: not sent, the attempt says why, a retry is due');
+is(scalar(grep { $_->{path} eq '/badsecret' } receiver_log($r)),
+	0, 'the receiver got nothing unsigned');
+$node->safe_psql('postgres', "SELECT webhooks.rotate_secret($ep_bad, '0')");
+need(
+	$node->poll_query_until(
+		'postgres',
+		"SELECT status = 'delivered' FROM webhooks.deliveries WHERE event_id = '$bad_event'"
+	),
+	'the retry of the delivery with the broken secret was delivered');
+my ($bad_req) = grep { $_->{path} eq '/badsecret' } receiver_log($r);
+header_is(
+	$bad_req->{headers}{'webhook-signature'},
+	$bad_event, $bad_req->{headers}{'webhook-timestamp'},
+	$bad_req->{body}, [ secret_of($ep_bad) ],
+	'once rotated, the retry goes out signed with the new secret');
+
 done_testing();
