@@ -10,6 +10,9 @@
  * process waits on thousands of requests, a commit wake-up and postmaster
  * death at once.
  *
+ * Requests over https always verify the receiver's certificate, against
+ * konvox_webhooks.ca_file or the system's trust store.
+ *
  * Nothing here opens a transaction, touches a table or raises an ERROR from
  * inside a libcurl callback.  A failed request is an outcome written into the
  * KwRequest, never an error.
@@ -30,6 +33,12 @@
 #include "konvox_webhooks.h"
 
 #define KW_EPOLL_BATCH	256
+
+/*
+ * How long libcurl may keep the trust store it has read from a CA file:
+ * a file changed in place is read again within this time.
+ */
+#define KW_CA_CACHE_SECONDS	60
 
 /*
  * What the epoll set holds for each descriptor.  When libcurl stops watching
@@ -56,6 +65,13 @@ static int	kw_nsockets = 0;
 static TimestampTz kw_timer_deadline = 0;	/* 0: libcurl wants no call */
 static int	kw_running = 0;
 
+/* libcurl's own trust store, used while konvox_webhooks.ca_file is empty */
+static const char *kw_default_cainfo = NULL;
+static const char *kw_default_capath = NULL;
+
+StaticAssertDecl(KW_ERROR_LEN >= CURL_ERROR_SIZE,
+				 "KwRequest.curl_error must hold libcurl's error buffer");
+
 /* finished requests, in order, linked through KwRequest.next_done */
 static KwRequest *kw_done_head = NULL;
 static KwRequest *kw_done_tail = NULL;
@@ -69,6 +85,9 @@ static curl_socket_t kw_open_socket_cb(void *clientp, curlsocktype purpose,
 static int	kw_close_socket_cb(void *clientp, curl_socket_t s);
 static int	kw_prereq_cb(void *clientp, char *primary_ip, char *local_ip,
 						 int primary_port, int local_port);
+static void kw_set_trust(CURL *easy);
+static bool kw_in_tls_handshake(KwRequest *req);
+static bool kw_tls_error(KwRequest *req, CURLcode result);
 static void kw_finish(KwRequest *req, CURLcode result, bool transferred);
 
 /*
@@ -79,6 +98,8 @@ static void kw_finish(KwRequest *req, CURLcode result, bool transferred);
 void
 kw_http_init(int max_concurrency)
 {
+	curl_version_info_data *info;
+
 	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
@@ -99,6 +120,11 @@ kw_http_init(int max_concurrency)
 	curl_multi_setopt(kw_multi, CURLMOPT_SOCKETFUNCTION, kw_socket_cb);
 	curl_multi_setopt(kw_multi, CURLMOPT_TIMERFUNCTION, kw_timer_cb);
 	kw_http_configure(max_concurrency);
+
+	/* libcurl's own trust store, for while ca_file is empty */
+	info = curl_version_info(CURLVERSION_NOW);
+	kw_default_cainfo = info->cainfo;
+	kw_default_capath = info->capath;
 }
 
 /*
@@ -461,7 +487,24 @@ kw_http_start(KwRequest *req, int timeout_ms)
 		curl_easy_setopt(easy, CURLOPT_PREREQDATA, req);
 		curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 		curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+		curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->curl_error);
+
+		/*
+		 * TLS: peer and host name verified (libcurl's defaults, said here so
+		 * that they are never lost), TLS 1.2 at least, and HTTP/1.1 as over
+		 * plain HTTP, so that connections behave the same either way.
+		 */
+		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+		curl_easy_setopt(easy, CURLOPT_SSLVERSION,
+						 (long) CURL_SSLVERSION_TLSv1_2);
+		curl_easy_setopt(easy, CURLOPT_HTTP_VERSION,
+						 (long) CURL_HTTP_VERSION_1_1);
+		curl_easy_setopt(easy, CURLOPT_CA_CACHE_TIMEOUT,
+						 (long) KW_CA_CACHE_SECONDS);
 	}
+	req->curl_error[0] = '\0';
+	kw_set_trust(easy);
 
 	/* one header per line of req->headers */
 	list = kw_add_header(NULL, "Content-Type: application/json");
@@ -559,6 +602,106 @@ kw_http_drive(void)
 }
 
 /*
+ * Trust the certificate authorities of konvox_webhooks.ca_file, or the
+ * system's when it is empty.  Set for every request, so that a reload
+ * applies to the next one; libcurl does not reuse connections or TLS
+ * sessions made under another trust setting.  A bundle file rather than a
+ * directory, where libcurl has one, so that libcurl reads it once per
+ * KW_CA_CACHE_SECONDS and not at every new connection.
+ */
+static void
+kw_set_trust(CURL *easy)
+{
+	const char *file = (kw_ca_file != NULL && kw_ca_file[0] != '\0') ?
+		kw_ca_file : kw_default_cainfo;
+
+	curl_easy_setopt(easy, CURLOPT_CAINFO, file);
+	curl_easy_setopt(easy, CURLOPT_CAPATH,
+					 file != NULL ? NULL : kw_default_capath);
+}
+
+/*
+ * Did a request end in the TLS handshake of a new connection: TCP connected
+ * (it has a local port), the handshake not done?
+ */
+static bool
+kw_in_tls_handshake(KwRequest *req)
+{
+	char	   *scheme = NULL;
+	long		connects = 0;
+	long		local_port = 0;
+	curl_off_t	tls_done = 0;
+
+	curl_easy_getinfo(req->easy, CURLINFO_SCHEME, &scheme);
+	curl_easy_getinfo(req->easy, CURLINFO_NUM_CONNECTS, &connects);
+	curl_easy_getinfo(req->easy, CURLINFO_LOCAL_PORT, &local_port);
+	curl_easy_getinfo(req->easy, CURLINFO_APPCONNECT_TIME_T, &tls_done);
+	return scheme != NULL && pg_strcasecmp(scheme, "https") == 0 &&
+		connects > 0 && local_port > 0 && tls_done == 0;
+}
+
+/*
+ * Describe a request that failed in TLS, into req->error; false when the
+ * failure was not one.  libcurl's text for these codes says little ("SSL
+ * peer certificate or SSH remote key was not OK"), its error buffer says
+ * what was wrong; the buffer's parts that may name a host or an address
+ * are left out.
+ */
+static bool
+kw_tls_error(KwRequest *req, CURLcode result)
+{
+	const char *what;
+	const char *detail = req->curl_error;
+	char		buf[KW_ERROR_LEN];
+	char	   *cut;
+
+	switch (result)
+	{
+		case CURLE_PEER_FAILED_VERIFICATION:
+			what = "TLS certificate not accepted";
+			break;
+		case CURLE_SSL_CONNECT_ERROR:
+			what = "TLS handshake failed";
+			break;
+		case CURLE_SSL_CACERT_BADFILE:
+			what = "TLS trust store could not be read";
+			break;
+		case CURLE_OPERATION_TIMEDOUT:
+			if (!kw_in_tls_handshake(req))
+				return false;
+			snprintf(req->error, sizeof(req->error),
+					 "%s during the TLS handshake", curl_easy_strerror(result));
+			return true;
+		default:
+			return false;
+	}
+
+	strlcpy(buf, detail[0] ? detail : curl_easy_strerror(result), sizeof(buf));
+	/* "... in connection to <host>:<port>" */
+	if ((cut = strstr(buf, " in connection to ")) != NULL)
+		*cut = '\0';
+	/* "OpenSSL/3.0.2: error:0A00010B:SSL routines::wrong version number" */
+	if (strstr(buf, "error:") != NULL && (cut = strrchr(buf, ':')) != NULL)
+		memmove(buf, cut + 1, strlen(cut + 1) + 1);
+	for (cut = buf + strlen(buf); cut > buf && cut[-1] == ' '; cut--)
+		cut[-1] = '\0';
+	detail = buf;
+	while (*detail == ' ')
+		detail++;
+	if (strncmp(detail, "SSL certificate problem: ", 25) == 0)
+		detail += 25;
+	else if (strncmp(detail, "SSL: ", 5) == 0)
+		detail += 5;
+
+	if (strstr(detail, "host name") != NULL)
+		detail = "it is not valid for the host name of the URL";
+	else if (strstr(detail, "wrong version number") != NULL)
+		detail = "the server did not answer in TLS (is it plain HTTP?)";
+	snprintf(req->error, sizeof(req->error), "%s: %s", what, detail);
+	return true;
+}
+
+/*
  * Turn libcurl's verdict into the request's outcome and queue the request
  * for the worker; transferred is false when libcurl never had it.  2xx is success; any other status, a redirect included,
  * and any transport error is a failed attempt described in words.
@@ -577,7 +720,7 @@ kw_finish(KwRequest *req, CURLcode result, bool transferred)
 		req->succeeded = true;
 	else if (result == CURLE_OK)
 		snprintf(req->error, sizeof(req->error), "HTTP %ld", code);
-	else if (!req->refused)
+	else if (!req->refused && !kw_tls_error(req, result))
 		strlcpy(req->error, curl_easy_strerror(result), sizeof(req->error));
 	/* else the open-socket callback has written why into req->error */
 
