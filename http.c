@@ -11,7 +11,10 @@
  * death at once.
  *
  * Requests over https always verify the receiver's certificate, against
- * konvox_webhooks.ca_file or the system's trust store.
+ * konvox_webhooks.ca_file or the system's trust store.  They share one TLS
+ * session cache and one DNS cache per worker (a libcurl share handle), so
+ * that a new connection to a receiver resumes the TLS session of an earlier
+ * one, whichever request slot made it, instead of a full handshake.
  *
  * Nothing here opens a transaction, touches a table or raises an ERROR from
  * inside a libcurl callback.  A failed request is an outcome written into the
@@ -59,6 +62,7 @@ typedef struct KwSocket
 } KwSocket;
 
 static CURLM *kw_multi = NULL;
+static CURLSH *kw_share = NULL;
 static int	kw_epfd = -1;
 static KwSocket *kw_sockets = NULL;
 static int	kw_nsockets = 0;
@@ -85,6 +89,7 @@ static curl_socket_t kw_open_socket_cb(void *clientp, curlsocktype purpose,
 static int	kw_close_socket_cb(void *clientp, curl_socket_t s);
 static int	kw_prereq_cb(void *clientp, char *primary_ip, char *local_ip,
 						 int primary_port, int local_port);
+static void kw_http_init_share(void);
 static void kw_set_trust(CURL *easy);
 static bool kw_in_tls_handshake(KwRequest *req);
 static bool kw_tls_error(KwRequest *req, CURLcode result);
@@ -120,11 +125,43 @@ kw_http_init(int max_concurrency)
 	curl_multi_setopt(kw_multi, CURLMOPT_SOCKETFUNCTION, kw_socket_cb);
 	curl_multi_setopt(kw_multi, CURLMOPT_TIMERFUNCTION, kw_timer_cb);
 	kw_http_configure(max_concurrency);
+	kw_http_init_share();
 
 	/* libcurl's own trust store, for while ca_file is empty */
 	info = curl_version_info(CURLVERSION_NOW);
 	kw_default_cainfo = info->cainfo;
 	kw_default_capath = info->capath;
+}
+
+/*
+ * The share handle of every easy handle: the TLS sessions and DNS answers
+ * of one request serve the next, whichever slot sends it.  A worker is one
+ * thread, so the share needs no lock callbacks.  A libcurl built without
+ * TLS has no sessions to share (nor sends https); that is no error here.
+ */
+static void
+kw_http_init_share(void)
+{
+	CURLSHcode	rc;
+
+	kw_share = curl_share_init();
+	if (kw_share == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl share handle")));
+	rc = curl_share_setopt(kw_share, CURLSHOPT_SHARE,
+						   CURL_LOCK_DATA_SSL_SESSION);
+	if (rc != CURLSHE_OK && rc != CURLSHE_NOT_BUILT_IN)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not share TLS sessions between libcurl handles: %s",
+						curl_share_strerror(rc))));
+	rc = curl_share_setopt(kw_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	if (rc != CURLSHE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not share the DNS cache between libcurl handles: %s",
+						curl_share_strerror(rc))));
 }
 
 /*
@@ -488,6 +525,7 @@ kw_http_start(KwRequest *req, int timeout_ms)
 		curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 		curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 		curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->curl_error);
+		curl_easy_setopt(easy, CURLOPT_SHARE, kw_share);
 
 		/*
 		 * TLS: peer and host name verified (libcurl's defaults, said here so

@@ -244,6 +244,14 @@ class Server(ThreadingHTTPServer):
         try:
             super().finish_request(conn, client_address)
         finally:
+            # close as TLS servers do, with a close_notify: a client that
+            # reads the end of the stream without one may treat it as an
+            # error (OpenSSL 3 does) and drop the TLS session
+            try:
+                conn.settimeout(1)
+                conn.unwrap()
+            except (ssl.SSLError, OSError):
+                pass
             self.shutdown_request(conn)
 
 
