@@ -10,6 +10,12 @@
  * process waits on thousands of requests, a commit wake-up and postmaster
  * death at once.
  *
+ * Requests over https always verify the receiver's certificate, against
+ * konvox_webhooks.ca_file or the system's trust store.  They share one TLS
+ * session cache and one DNS cache per worker (a libcurl share handle), so
+ * that a new connection to a receiver resumes the TLS session of an earlier
+ * one, whichever request slot made it, instead of a full handshake.
+ *
  * Nothing here opens a transaction, touches a table or raises an ERROR from
  * inside a libcurl callback.  A failed request is an outcome written into the
  * KwRequest, never an error.
@@ -32,6 +38,12 @@
 #define KW_EPOLL_BATCH	256
 
 /*
+ * How long libcurl may keep the trust store it has read from a CA file:
+ * a file changed in place is read again within this time.
+ */
+#define KW_CA_CACHE_SECONDS	60
+
+/*
  * What the epoll set holds for each descriptor.  When libcurl stops watching
  * a socket between two requests on a kept-alive connection, we leave it in
  * the set and only note that libcurl does not want it; the next request
@@ -50,11 +62,19 @@ typedef struct KwSocket
 } KwSocket;
 
 static CURLM *kw_multi = NULL;
+static CURLSH *kw_share = NULL;
 static int	kw_epfd = -1;
 static KwSocket *kw_sockets = NULL;
 static int	kw_nsockets = 0;
 static TimestampTz kw_timer_deadline = 0;	/* 0: libcurl wants no call */
 static int	kw_running = 0;
+
+/* libcurl's own trust store, used while konvox_webhooks.ca_file is empty */
+static const char *kw_default_cainfo = NULL;
+static const char *kw_default_capath = NULL;
+
+StaticAssertDecl(KW_ERROR_LEN >= CURL_ERROR_SIZE,
+				 "KwRequest.curl_error must hold libcurl's error buffer");
 
 /* finished requests, in order, linked through KwRequest.next_done */
 static KwRequest *kw_done_head = NULL;
@@ -69,6 +89,10 @@ static curl_socket_t kw_open_socket_cb(void *clientp, curlsocktype purpose,
 static int	kw_close_socket_cb(void *clientp, curl_socket_t s);
 static int	kw_prereq_cb(void *clientp, char *primary_ip, char *local_ip,
 						 int primary_port, int local_port);
+static void kw_http_init_share(void);
+static void kw_set_trust(CURL *easy);
+static bool kw_in_tls_handshake(KwRequest *req);
+static bool kw_tls_error(KwRequest *req, CURLcode result);
 static void kw_finish(KwRequest *req, CURLcode result, bool transferred);
 
 /*
@@ -79,6 +103,8 @@ static void kw_finish(KwRequest *req, CURLcode result, bool transferred);
 void
 kw_http_init(int max_concurrency)
 {
+	curl_version_info_data *info;
+
 	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
@@ -110,6 +136,43 @@ kw_http_init(int max_concurrency)
 	curl_multi_setopt(kw_multi, CURLMOPT_SOCKETFUNCTION, kw_socket_cb);
 	curl_multi_setopt(kw_multi, CURLMOPT_TIMERFUNCTION, kw_timer_cb);
 	kw_http_configure(max_concurrency);
+	kw_http_init_share();
+
+	/* libcurl's own trust store, for while ca_file is empty */
+	info = curl_version_info(CURLVERSION_NOW);
+	kw_default_cainfo = info->cainfo;
+	kw_default_capath = info->capath;
+}
+
+/*
+ * The share handle of every easy handle: the TLS sessions and DNS answers
+ * of one request serve the next, whichever slot sends it.  A worker is one
+ * thread, so the share needs no lock callbacks.  A libcurl built without
+ * TLS has no sessions to share (nor sends https); that is no error here.
+ */
+static void
+kw_http_init_share(void)
+{
+	CURLSHcode	rc;
+
+	kw_share = curl_share_init();
+	if (kw_share == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl share handle")));
+	rc = curl_share_setopt(kw_share, CURLSHOPT_SHARE,
+						   CURL_LOCK_DATA_SSL_SESSION);
+	if (rc != CURLSHE_OK && rc != CURLSHE_NOT_BUILT_IN)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not share TLS sessions between libcurl handles: %s",
+						curl_share_strerror(rc))));
+	rc = curl_share_setopt(kw_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	if (rc != CURLSHE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not share the DNS cache between libcurl handles: %s",
+						curl_share_strerror(rc))));
 }
 
 /*
@@ -493,9 +556,11 @@ kw_must_setopt(KwRequest *req, CURLcode rc, const char *option)
 /*
  * A new easy handle with the options that never change.  The address
  * checks, the protocol restriction, no redirects and no proxy from the
- * environment are what keeps a customer's URL from reaching inside: if
- * libcurl refuses any of them, the handle is not used and the request is
- * not sent.  Returns NULL, with req->error set, when that happens.
+ * environment are what keeps a customer's URL from reaching inside, and
+ * certificate verification (TLS 1.2 at least) what keeps a request from
+ * going to an impostor: if libcurl refuses any of them, the handle is not
+ * used and the request is not sent.  Returns NULL, with req->error set,
+ * when that happens.
  */
 static CURL *
 kw_new_easy(KwRequest *req)
@@ -526,7 +591,15 @@ kw_new_easy(KwRequest *req)
 						"CURLOPT_PREREQDATA") ||
 		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION,
 											  kw_close_socket_cb),
-						"CURLOPT_CLOSESOCKETFUNCTION"))
+						"CURLOPT_CLOSESOCKETFUNCTION") ||
+		/* peer and host name verified, as libcurl does by default */
+		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L),
+						"CURLOPT_SSL_VERIFYPEER") ||
+		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L),
+						"CURLOPT_SSL_VERIFYHOST") ||
+		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_SSLVERSION,
+											  (long) CURL_SSLVERSION_TLSv1_2),
+						"CURLOPT_SSLVERSION"))
 	{
 		curl_easy_cleanup(easy);
 		return NULL;
@@ -537,6 +610,16 @@ kw_new_easy(KwRequest *req)
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->curl_error);
+	curl_easy_setopt(easy, CURLOPT_SHARE, kw_share);
+
+	/*
+	 * HTTP/1.1 over TLS as over plain HTTP, so that connections behave the
+	 * same either way; the trust store is parsed once a minute, not at
+	 * every connection.
+	 */
+	curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(easy, CURLOPT_CA_CACHE_TIMEOUT, (long) KW_CA_CACHE_SECONDS);
 	return easy;
 }
 
@@ -575,6 +658,8 @@ kw_http_start(KwRequest *req, int timeout_ms)
 		}
 		req->easy = easy;
 	}
+	req->curl_error[0] = '\0';
+	kw_set_trust(easy);
 
 	/* one header per line of req->headers */
 	list = kw_add_header(NULL, "Content-Type: application/json");
@@ -672,6 +757,106 @@ kw_http_drive(void)
 }
 
 /*
+ * Trust the certificate authorities of konvox_webhooks.ca_file, or the
+ * system's when it is empty.  Set for every request, so that a reload
+ * applies to the next one; libcurl does not reuse connections or TLS
+ * sessions made under another trust setting.  A bundle file rather than a
+ * directory, where libcurl has one, so that libcurl reads it once per
+ * KW_CA_CACHE_SECONDS and not at every new connection.
+ */
+static void
+kw_set_trust(CURL *easy)
+{
+	const char *file = (kw_ca_file != NULL && kw_ca_file[0] != '\0') ?
+		kw_ca_file : kw_default_cainfo;
+
+	curl_easy_setopt(easy, CURLOPT_CAINFO, file);
+	curl_easy_setopt(easy, CURLOPT_CAPATH,
+					 file != NULL ? NULL : kw_default_capath);
+}
+
+/*
+ * Did a request end in the TLS handshake of a new connection: TCP connected
+ * (it has a local port), the handshake not done?
+ */
+static bool
+kw_in_tls_handshake(KwRequest *req)
+{
+	char	   *scheme = NULL;
+	long		connects = 0;
+	long		local_port = 0;
+	curl_off_t	tls_done = 0;
+
+	curl_easy_getinfo(req->easy, CURLINFO_SCHEME, &scheme);
+	curl_easy_getinfo(req->easy, CURLINFO_NUM_CONNECTS, &connects);
+	curl_easy_getinfo(req->easy, CURLINFO_LOCAL_PORT, &local_port);
+	curl_easy_getinfo(req->easy, CURLINFO_APPCONNECT_TIME_T, &tls_done);
+	return scheme != NULL && pg_strcasecmp(scheme, "https") == 0 &&
+		connects > 0 && local_port > 0 && tls_done == 0;
+}
+
+/*
+ * Describe a request that failed in TLS, into req->error; false when the
+ * failure was not one.  libcurl's text for these codes says little ("SSL
+ * peer certificate or SSH remote key was not OK"), its error buffer says
+ * what was wrong; the buffer's parts that may name a host or an address
+ * are left out.
+ */
+static bool
+kw_tls_error(KwRequest *req, CURLcode result)
+{
+	const char *what;
+	const char *detail = req->curl_error;
+	char		buf[KW_ERROR_LEN];
+	char	   *cut;
+
+	switch (result)
+	{
+		case CURLE_PEER_FAILED_VERIFICATION:
+			what = "TLS certificate not accepted";
+			break;
+		case CURLE_SSL_CONNECT_ERROR:
+			what = "TLS handshake failed";
+			break;
+		case CURLE_SSL_CACERT_BADFILE:
+			what = "TLS trust store could not be read";
+			break;
+		case CURLE_OPERATION_TIMEDOUT:
+			if (!kw_in_tls_handshake(req))
+				return false;
+			snprintf(req->error, sizeof(req->error),
+					 "%s during the TLS handshake", curl_easy_strerror(result));
+			return true;
+		default:
+			return false;
+	}
+
+	strlcpy(buf, detail[0] ? detail : curl_easy_strerror(result), sizeof(buf));
+	/* "... in connection to <host>:<port>" */
+	if ((cut = strstr(buf, " in connection to ")) != NULL)
+		*cut = '\0';
+	/* "OpenSSL/3.0.2: error:0A00010B:SSL routines::wrong version number" */
+	if (strstr(buf, "error:") != NULL && (cut = strrchr(buf, ':')) != NULL)
+		memmove(buf, cut + 1, strlen(cut + 1) + 1);
+	for (cut = buf + strlen(buf); cut > buf && cut[-1] == ' '; cut--)
+		cut[-1] = '\0';
+	detail = buf;
+	while (*detail == ' ')
+		detail++;
+	if (strncmp(detail, "SSL certificate problem: ", 25) == 0)
+		detail += 25;
+	else if (strncmp(detail, "SSL: ", 5) == 0)
+		detail += 5;
+
+	if (strstr(detail, "host name") != NULL)
+		detail = "it is not valid for the host name of the URL";
+	else if (strstr(detail, "wrong version number") != NULL)
+		detail = "the server did not answer in TLS (is it plain HTTP?)";
+	snprintf(req->error, sizeof(req->error), "%s: %s", what, detail);
+	return true;
+}
+
+/*
  * Turn libcurl's verdict into the request's outcome and queue the request
  * for the worker; transferred is false when libcurl never had it.  2xx is success; any other status, a redirect included,
  * and any transport error is a failed attempt described in words.
@@ -702,7 +887,7 @@ kw_finish(KwRequest *req, CURLcode result, bool transferred)
 				 "%s (%d of %d addresses not allowed)",
 				 curl_easy_strerror(result), req->addresses_refused,
 				 req->addresses_tried);
-	else
+	else if (!kw_tls_error(req, result))
 		strlcpy(req->error, curl_easy_strerror(result), sizeof(req->error));
 
 	if (req->addresses_refused > 0)

@@ -13,6 +13,8 @@
  */
 #include "postgres.h"
 
+#include <unistd.h>
+
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -61,6 +63,7 @@ int			kw_workers = 2;
 int			kw_retention = 30 * 24 * 3600;
 int			kw_max_payload_size = 256 * 1024;
 bool		kw_allow_private_targets = false;
+char	   *kw_ca_file = NULL;
 
 KwSharedState *kw_shared = NULL;
 
@@ -76,6 +79,7 @@ bool		kw_in_delivery_worker = false;
 void		_PG_init(void);
 
 static void kw_check_company_id(text *company_id);
+static bool kw_check_ca_file(char **newval, void **extra, GucSource source);
 
 PG_FUNCTION_INFO_V1(kw_emit);
 PG_FUNCTION_INFO_V1(kw_new_event_id);
@@ -174,6 +178,25 @@ kw_wake_worker(void)
 }
 
 /*
+ * Check hook of konvox_webhooks.ca_file: empty, or a file the server can
+ * read (a relative path is relative to the data directory), so that a typo
+ * is refused when the setting is changed instead of failing every https
+ * delivery.
+ */
+static bool
+kw_check_ca_file(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (access(*newval, R_OK) != 0)
+	{
+		GUC_check_errdetail("File \"%s\" cannot be read: %m.", *newval);
+		return false;
+	}
+	return true;
+}
+
+/*
  * Module load: settings, shared memory, the commit hook and the worker.
  */
 void
@@ -267,6 +290,15 @@ _PG_init(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("konvox_webhooks.ca_file",
+							   "PEM file of the certificate authorities trusted for https receivers.",
+							   "Empty: the system's trust store. A file replaces it; certificates are verified either way.",
+							   &kw_ca_file,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   kw_check_ca_file, NULL, NULL);
 
 	MarkGUCPrefixReserved("konvox_webhooks");
 

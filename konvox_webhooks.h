@@ -45,6 +45,7 @@ extern int	kw_workers;
 extern int	kw_retention;
 extern int	kw_max_payload_size;
 extern bool kw_allow_private_targets;
+extern char *kw_ca_file;
 
 /* Most delivery workers konvox_webhooks.workers may ask for. */
 #define KW_MAX_WORKERS		16
@@ -99,6 +100,7 @@ typedef struct KwRequest
 	int			addresses_tried;	/* connections libcurl tried to open */
 	int			addresses_refused;	/* of which not allowed */
 	char		refused_addresses[KW_ERROR_LEN];	/* for the server log */
+	char		curl_error[KW_ERROR_LEN];	/* libcurl's error buffer */
 	struct KwRequest *next_done;
 } KwRequest;
 

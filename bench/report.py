@@ -63,6 +63,19 @@ ROWS = [
     ("rss_anon_after_kb", "RssAnon after", "kB", None),
     ("rss_anon_growth_kb", "RssAnon growth (private memory)", "kB",
      ("< 10,240", lambda v: v < 10240)),
+    ("HTTPS (TLS 1.3, nginx; 1 endpoint)", None, None, None),
+    ("tls_drain_http_per_s", "drain 100,000 over HTTP, keep-alive", "/s",
+     None),
+    ("tls_drain_https_per_s", "the same drain over HTTPS, keep-alive", "/s",
+     None),
+    ("tls_drain_ratio", "HTTPS / HTTP", "", (">= 0.7", lambda v: v >= 0.7)),
+    ("tls_drain_connections", "  HTTPS connections opened", "", None),
+    ("tls_drain_resumed", "  of which resumed a TLS session", "", None),
+    ("tls_reconnect_per_s", "20,000 over HTTPS, keep-alive off", "/s", None),
+    ("tls_reconnect_handshakes", "  handshakes", "", None),
+    ("tls_reconnect_resumed", "  of which resumed a TLS session", "", None),
+    ("tls_reconnect_resumed_share", "  resumed / handshakes", "",
+     (">= 0.9", lambda v: v >= 0.9)),
 ]
 
 

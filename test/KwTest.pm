@@ -1,5 +1,11 @@
 # Helpers shared by the konvox_webhooks TAP tests: a cluster with the worker
-# preloaded, and the scriptable receiver of test/receiver.py.
+# preloaded, and the scriptable receiver of test/receiver.py, over HTTP or
+# HTTPS.
+#
+# With KW_TEST_HTTPS set in the environment, every receiver serves HTTPS
+# with a certificate of the tests' own CA, and every cluster trusts that CA
+# (konvox_webhooks.ca_file): a test written for HTTP runs over HTTPS
+# unchanged.
 
 package KwTest;
 
@@ -20,19 +26,42 @@ use Time::HiRes qw(usleep);
 
 our @EXPORT = qw(kw_node kw_receiver receiver_log receiver_url
   receiver_wait receiver_control receiver_stats unused_port
-  kw_worker_pids kw_log_since kw_emit_many kw_wait_drained);
+  kw_worker_pids kw_log_since kw_emit_many kw_wait_drained kw_tls);
 
 my $srcdir = dirname(dirname(__FILE__));
 
 # The receivers started by kw_receiver(), stopped when the test ends.
 my @receivers;
 
+# The certificates of test/tls-certs, made once per test script: returns a
+# hash with ca (the test CA's file) and, for each of good, expired,
+# wrong_host and untrusted, [certificate file, key file].
+my $tls;
+
+sub kw_tls
+{
+	return $tls if $tls;
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ "$srcdir/test/tls-certs", $dir ], '>', \$out, '2>', \$err)
+	  or die "test/tls-certs failed: $err";
+	$tls = { ca => "$dir/ca.pem" };
+	$tls->{$_} = [ "$dir/$_.pem", "$dir/$_.key" ]
+	  for qw(good expired wrong_host untrusted);
+	return $tls;
+}
+
 # A started cluster serving database "postgres" with the extension created.
 # Extra postgresql.conf lines may be given; the defaults make retries quick
-# and let the worker reach the loopback receiver.
+# and let the worker reach the loopback receiver.  With ca_file => 1, or
+# KW_TEST_HTTPS set, konvox_webhooks.ca_file names the test CA of kw_tls().
 sub kw_node
 {
 	my ($name, %opts) = @_;
+	my $ca_file =
+	  ($opts{ca_file} // $ENV{KW_TEST_HTTPS})
+	  ? "konvox_webhooks.ca_file = '" . kw_tls()->{ca} . "'\n"
+	  : '';
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
 	$node->append_conf(
@@ -43,7 +72,7 @@ konvox_webhooks.allow_private_targets = on
 konvox_webhooks.retry_base_delay = '500ms'
 konvox_webhooks.request_timeout = '5s'
 log_min_messages = 'info'
-} . ($opts{conf} // ''));
+} . $ca_file . ($opts{conf} // ''));
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION konvox_webhooks')
 	  unless $opts{no_extension};
@@ -51,21 +80,29 @@ log_min_messages = 'info'
 }
 
 # Start test/receiver.py on 127.0.0.1 and an ephemeral port (or the port
-# given as kw_receiver($name, port => N)).  Returns a hash with port, log
-# (path of the JSON-lines request log) and the IPC::Run handle, which is
-# killed when the test ends.
+# given as kw_receiver($name, port => N)).  With tls => NAME it serves HTTPS
+# with that certificate of kw_tls() (good, expired, wrong_host, untrusted);
+# with KW_TEST_HTTPS set, tls defaults to good (tls => undef: plain HTTP).
+# Returns a hash with port, scheme, log (path of the JSON-lines request log)
+# and the IPC::Run handle, which is killed when the test ends.
 sub kw_receiver
 {
 	my ($name, %opts) = @_;
 	$name //= 'receiver';
+	my $cert =
+	  exists $opts{tls} ? $opts{tls} : ($ENV{KW_TEST_HTTPS} ? 'good' : undef);
 	my $dir = PostgreSQL::Test::Utils::tempdir();
 	my $port_file = "$dir/port";
 	my $log = "$dir/requests.log";
 	my @port = defined $opts{port} ? ('--port', $opts{port}) : ();
+	my @tls =
+	  defined $cert
+	  ? ('--tls-cert', kw_tls()->{$cert}[0], '--tls-key', kw_tls()->{$cert}[1])
+	  : ();
 	my $h = IPC::Run::start(
 		[
 			'/usr/bin/python3', "$srcdir/test/receiver.py",
-			'--port-file', $port_file, '--log', $log, @port
+			'--port-file', $port_file, '--log', $log, @port, @tls
 		],
 		'>', "$dir/stdout", '2>', "$dir/stderr");
 	for (my $i = 0; $i < 100 && !-s $port_file; $i++)
@@ -76,7 +113,13 @@ sub kw_receiver
 	die "receiver did not start" unless -s $port_file;
 	my $port = slurp_file($port_file);
 	chomp $port;
-	return { port => $port, log => $log, handle => $h, dir => $dir };
+	return {
+		port => $port,
+		scheme => defined $cert ? 'https' : 'http',
+		log => $log,
+		handle => $h,
+		dir => $dir
+	};
 }
 
 # IPC::Run leaves a started child running when the script exits, so stop
@@ -94,7 +137,18 @@ END
 sub receiver_url
 {
 	my ($r, $path) = @_;
-	return "http://127.0.0.1:$r->{port}$path";
+	return "$r->{scheme}://127.0.0.1:$r->{port}$path";
+}
+
+# An HTTP client for the test's own requests to a receiver.  It does not
+# verify the receiver's certificate, which may be one made to fail: these
+# requests are the test's, not the workers'.
+sub receiver_client
+{
+	return HTTP::Tiny->new(
+		timeout => 10,
+		no_proxy => '127.0.0.1',
+		verify_SSL => 0);
 }
 
 # Every request the receiver has logged, oldest first, each with its raw
@@ -146,20 +200,20 @@ sub receiver_wait
 sub receiver_control
 {
 	my ($r, $path, $query) = @_;
-	my $res = HTTP::Tiny->new(timeout => 10, no_proxy => '127.0.0.1')
-	  ->post(receiver_url($r, "/_control$path?$query"));
+	my $res = receiver_client()->post(receiver_url($r, "/_control$path?$query"));
 	die "receiver control of $path failed: $res->{status} $res->{reason}"
 	  unless $res->{success};
 	return;
 }
 
 # The receiver's counters (see GET /_stats in test/receiver.py): requests,
-# in_flight, max_in_flight, connections, max_connections.  With $reset true
-# the maxima start again after this call.
+# in_flight, max_in_flight, connections, max_connections, and accepted,
+# handshakes, resumed, tls_failures.  With $reset true the maxima start
+# again after this call.
 sub receiver_stats
 {
 	my ($r, $reset) = @_;
-	my $res = HTTP::Tiny->new(timeout => 10, no_proxy => '127.0.0.1')
+	my $res = receiver_client()
 	  ->get(receiver_url($r, '/_stats' . ($reset ? '?reset=1' : '')));
 	die "receiver stats failed: $res->{status} $res->{reason}"
 	  unless $res->{success};

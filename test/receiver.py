@@ -19,6 +19,8 @@ registered with, so every endpoint of a test can behave differently:
     reset=1        close the connection without answering
     location=URL   send a Location header with the answer (e.g. with
                    status=302, to show that a redirect is not followed)
+    close=1        answer with Connection: close and close the connection,
+                   as a server without keep-alive does
 
 A POST to /_control/<path>?status=... replaces the script of <path>, e.g. to
 make a failing receiver recover.
@@ -36,6 +38,19 @@ the current values.
 
 --port N binds that port instead of an ephemeral one, so that a test can
 start a receiver where one was down.
+
+--tls-cert FILE --tls-key FILE serve HTTPS instead, with that certificate
+(PEM, the chain after it) and key.  Each logged request then has
+"tls": {"version", "resumed"} (null over plain HTTP).
+
+/_stats also counts connections, not counting those that carried a
+/_stats or /_control request:
+
+    {"accepted": TCP connections accepted,
+     "handshakes": TLS handshakes completed,
+     "resumed": those of them that resumed an earlier TLS session,
+     "tls_failures": handshakes that failed (the client refused the
+                     certificate, or spoke no TLS)}
 """
 
 import argparse
@@ -43,6 +58,7 @@ import base64
 import json
 import os
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -52,7 +68,8 @@ from urllib.parse import parse_qs, urlsplit
 
 lock = threading.Lock()
 stats = {"requests": 0, "in_flight": 0, "max_in_flight": 0,
-         "connections": 0, "max_connections": 0}
+         "connections": 0, "max_connections": 0,
+         "accepted": 0, "handshakes": 0, "resumed": 0, "tls_failures": 0}
 counts = {}
 overrides = {}
 log_file = None
@@ -80,9 +97,23 @@ class Handler(BaseHTTPRequestHandler):
             stats["connections"] -= 1
         super().finish()
 
+    def uncount(self):
+        """Leave this connection, which serves the test itself, out of the
+        connection counters of /_stats."""
+        if getattr(self, "uncounted", False):
+            return
+        self.uncounted = True
+        tls = self.tls_info()
+        with lock:
+            stats["accepted"] -= 1
+            if tls is not None:
+                stats["handshakes"] -= 1
+                stats["resumed"] -= int(tls["resumed"])
+
     def do_GET(self):
         url = urlsplit(self.path)
         if url.path == "/_stats":
+            self.uncount()
             with lock:
                 body = json.dumps(stats).encode()
                 if parse_qs(url.query).get("reset"):
@@ -95,6 +126,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         url = urlsplit(self.path)
         if url.path.startswith("/_control/"):
+            self.uncount()
             length = int(self.headers.get("Content-Length") or 0)
             if length:
                 self.rfile.read(length)
@@ -141,6 +173,7 @@ class Handler(BaseHTTPRequestHandler):
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body_b64": base64.b64encode(body).decode(),
             "status": status,
+            "tls": self.tls_info(),
         }
         with lock:
             log_file.write(json.dumps(record) + "\n")
@@ -157,11 +190,21 @@ class Handler(BaseHTTPRequestHandler):
         extra = {}
         if "location" in script:
             extra["Location"] = script["location"][0]
+        if opt("close"):
+            extra["Connection"] = "close"
+            self.close_connection = True
         if "body_hex" in script:
             answer = bytes.fromhex(script["body_hex"][0])
         else:
             answer = b"x" * opt("body_bytes") or b"ok"
         self.answer(status, answer, extra)
+
+    def tls_info(self):
+        """The TLS version and resumption of this connection, or None."""
+        if not isinstance(self.connection, ssl.SSLSocket):
+            return None
+        return {"version": self.connection.version(),
+                "resumed": self.connection.session_reused}
 
     def answer(self, status, body, extra_headers=None):
         try:
@@ -179,6 +222,37 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
+    tls = None  # an ssl.SSLContext when serving HTTPS
+
+    def finish_request(self, request, client_address):
+        """Count the connection and, over HTTPS, do the TLS handshake here,
+        in the connection's own thread, before handling its requests."""
+        with lock:
+            stats["accepted"] += 1
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            with lock:
+                stats["tls_failures"] += 1
+            return
+        with lock:
+            stats["handshakes"] += 1
+            stats["resumed"] += int(conn.session_reused)
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            # close as TLS servers do, with a close_notify: a client that
+            # reads the end of the stream without one may treat it as an
+            # error (OpenSSL 3 does) and drop the TLS session
+            try:
+                conn.settimeout(1)
+                conn.unwrap()
+            except (ssl.SSLError, OSError):
+                pass
+            self.shutdown_request(conn)
 
 
 def main():
@@ -187,10 +261,15 @@ def main():
     ap.add_argument("--port-file", required=True)
     ap.add_argument("--log", required=True)
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     args = ap.parse_args()
 
     log_file = open(args.log, "a", buffering=1)
     server = Server(("127.0.0.1", args.port), Handler)
+    if args.tls_cert:
+        server.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.tls.load_cert_chain(args.tls_cert, args.tls_key)
     tmp = args.port_file + ".tmp"
     with open(tmp, "w") as f:
         f.write(str(server.server_address[1]))
