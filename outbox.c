@@ -18,10 +18,11 @@
  * - The event row and its delivery rows are inserted with table_tuple_insert
  *   and ExecInsertIndexTuples, as COPY does, from a writer kept open for the
  *   rest of the transaction, instead of planning and starting an INSERT for
- *   every call.  What this bypasses is meant to be bypassed: the tables have
- *   no foreign keys, deliveries' status check holds for every row we write,
- *   and their only triggers wake the worker for rows written by SQL, which
- *   emit() does itself at commit.
+ *   every call.  NOT NULL and CHECK constraints are checked as an INSERT
+ *   checks them.  What this bypasses is meant to be bypassed: the tables
+ *   have no foreign keys, and their only triggers wake the worker for rows
+ *   written by SQL, which emit() does itself at commit.  A column that
+ *   emit() does not know is refused, since it could not honour its default.
  *
  *-------------------------------------------------------------------------
  */
@@ -726,6 +727,35 @@ kw_attnum(Relation rel, const char *name)
 }
 
 /*
+ * Refuse to write to a table with a column that emit() does not know: it
+ * writes rows directly, so such a column would get NULL whatever its
+ * default or NOT NULL says.  known is a NULL-terminated list of names.
+ */
+static void
+kw_check_columns(Relation rel, const char *const *known)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		found = false;
+
+		if (att->attisdropped)
+			continue;
+		for (const char *const *k = known; *k != NULL && !found; k++)
+			found = (strcmp(NameStr(att->attname), *k) == 0);
+		if (!found)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("webhooks.%s has a column that emit() does not write: \"%s\"",
+							RelationGetRelationName(rel), NameStr(att->attname)),
+					 errdetail("emit() writes the outbox rows directly, so a column it does not know would get NULL whatever its default says."),
+					 errhint("Drop the column, and keep data of your own in a table of your own that refers to webhooks.events by id.")));
+	}
+}
+
+/*
  * Look up kw_layout for the open tables.  They are locked, so their columns
  * cannot change meanwhile; an invalidation that arrives during the lookups
  * only makes the next writer look again.
@@ -733,8 +763,18 @@ kw_attnum(Relation rel, const char *name)
 static void
 kw_load_layout(Relation events, Relation deliveries)
 {
+	static const char *const events_columns[] = {
+		"id", "event", "company_id", "data", "created_at", NULL
+	};
+	static const char *const deliveries_columns[] = {
+		"id", "event_id", "endpoint_id", "status", "attempts",
+		"next_attempt_at", "last_status_code", "last_error", "created_at",
+		"finished_at", "redelivery_of", NULL
+	};
 	KwLayout   *l = &kw_layout;
 
+	kw_check_columns(events, events_columns);
+	kw_check_columns(deliveries, deliveries_columns);
 	kw_layout_valid = true;
 	l->events_relid = RelationGetRelid(events);
 	l->ev_id = kw_attnum(events, "id");
@@ -804,11 +844,16 @@ kw_close_writer(void)
 	CurrentResourceOwner = save;
 }
 
-/* Insert the row in tw's slot, and its index entries. */
+/*
+ * Insert the row in tw's slot, and its index entries.  NOT NULL and CHECK
+ * constraints hold as for any INSERT, those that you add included.
+ */
 static void
 kw_insert(KwWriter *w, KwTableWriter *tw)
 {
 	ExecStoreVirtualTuple(tw->slot);
+	if (tw->rel->rd_att->constr != NULL)
+		ExecConstraints(tw->rri, tw->slot, w->estate);
 	table_tuple_insert(tw->rel, tw->slot, GetCurrentCommandId(true), 0, NULL);
 	if (tw->rri->ri_NumIndices > 0)
 		ExecInsertIndexTuples(tw->rri, tw->slot, w->estate, false, false,

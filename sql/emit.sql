@@ -405,4 +405,22 @@ SELECT webhooks.emit('contact.replied', 'acme', '{"contactId": "c1", "channel": 
 SELECT d.id, d.endpoint_id, d.status, ev.event
   FROM webhooks.deliveries d JOIN webhooks.events ev ON ev.id = d.event_id;
 
+-- emit() writes the outbox rows directly: a column it does not know is
+-- refused rather than left NULL whatever its default, and constraints that
+-- you add hold for its rows as for an INSERT; nothing is stored
+BEGIN;
+ALTER TABLE webhooks.deliveries ADD COLUMN priority integer NOT NULL DEFAULT 5;
+SELECT webhooks.emit('contact.replied', 'acme', '{"contactId": "c2", "channel": "email"}');
+ROLLBACK;
+BEGIN;
+ALTER TABLE webhooks.events ADD CONSTRAINT no_test_company CHECK (company_id <> 'acme') NOT VALID;
+\set VERBOSITY terse
+SELECT webhooks.emit('contact.replied', 'acme', '{"contactId": "c2", "channel": "email"}');
+\set VERBOSITY default
+ROLLBACK;
+SELECT count(*) AS events, (SELECT count(*) FROM webhooks.deliveries) AS deliveries
+  FROM webhooks.events;
+-- and once the table is as emit() knows it again, it writes
+SELECT webhooks.emit('contact.replied', 'acme', '{"contactId": "c2", "channel": "email"}') IS NOT NULL AS emitted;
+
 DROP EXTENSION konvox_webhooks CASCADE;
