@@ -7,7 +7,8 @@
 #   make bench        the benchmark (see bench/RESULTS.md)
 
 MODULE_big = konvox_webhooks
-OBJS = konvox_webhooks.o outbox.o worker.o http.o
+OBJS = konvox_webhooks.o outbox.o launcher.o worker.o claim.o record.o \
+	retention.o endpoint.o http.o
 PGFILEDESC = "konvox_webhooks - webhook delivery from PostgreSQL"
 
 EXTENSION = konvox_webhooks

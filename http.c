@@ -526,6 +526,8 @@ kw_reset_outcome(KwRequest *req)
 	req->refused_addresses[0] = '\0';
 	req->response_len = 0;
 	req->next_done = NULL;
+	req->sent = false;
+	req->retry_after = 0;
 	req->started_at = GetCurrentTimestamp();
 }
 
@@ -690,6 +692,7 @@ kw_http_start(KwRequest *req, int timeout_ms)
 		kw_finish(req, CURLE_FAILED_INIT, false);
 		return;
 	}
+	req->sent = true;
 	kw_running++;
 }
 
@@ -857,6 +860,43 @@ kw_tls_error(KwRequest *req, CURLcode result)
 }
 
 /*
+ * The seconds that a Retry-After header of the answer asks to wait, in
+ * seconds or as an HTTP date; 0 when there is none.  (libcurl's own
+ * CURLINFO_RETRY_AFTER takes "120" for a date in some versions.)
+ */
+static int
+kw_retry_after(CURL *easy)
+{
+	struct curl_header *h;
+	const char *p;
+	long		secs = 0;
+	bool		digits = true;
+
+	if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &h) !=
+		CURLHE_OK)
+		return 0;
+	for (p = h->value; *p == ' ' || *p == '\t'; p++)
+		;
+	if (*p == '\0')
+		return 0;
+	for (const char *q = p; *q != '\0' && *q != ' ' && *q != '\t'; q++)
+		digits &= (*q >= '0' && *q <= '9');
+	if (digits)
+	{
+		for (; *p >= '0' && *p <= '9' && secs < INT_MAX / 10; p++)
+			secs = secs * 10 + (*p - '0');
+	}
+	else
+	{
+		time_t		when = curl_getdate(p, NULL);
+
+		if (when > 0)
+			secs = (long) (when - time(NULL));
+	}
+	return (int) Max(0, Min(secs, INT_MAX));
+}
+
+/*
  * Turn libcurl's verdict into the request's outcome and queue the request
  * for the worker; transferred is false when libcurl never had it.  2xx is success; any other status, a redirect included,
  * and any transport error is a failed attempt described in words.
@@ -870,6 +910,9 @@ kw_finish(KwRequest *req, CURLcode result, bool transferred)
 	if (transferred)
 		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &code);
 	req->status_code = (int) code;
+
+	if (transferred && (code == 429 || code == 503))
+		req->retry_after = kw_retry_after(req->easy);
 
 	if (req->error[0] != '\0')
 	{

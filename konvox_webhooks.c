@@ -59,6 +59,11 @@ int			kw_max_attempts = 3;
 int			kw_request_timeout = 10000;
 int			kw_retry_base_delay = 30000;
 int			kw_max_concurrency = 256;
+int			kw_max_concurrency_per_endpoint = 64;
+int			kw_breaker_failures = 10;
+int			kw_breaker_probe_interval = 30000;
+int			kw_max_retry_delay = 3600 * 1000;
+int			kw_max_retry_after = 3600;
 int			kw_workers = 2;
 int			kw_retention = 30 * 24 * 3600;
 int			kw_max_payload_size = 256 * 1024;
@@ -99,7 +104,9 @@ kw_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(KwSharedState)));
+	RequestAddinShmemSpace(add_size(MAXALIGN(sizeof(KwSharedState)),
+									kw_endpoint_shmem_size()));
+	RequestNamedLWLockTranche("konvox_webhooks", 1);
 }
 
 /*
@@ -123,14 +130,27 @@ kw_shmem_startup(void)
 			pg_atomic_init_u32(&kw_shared->workers[i].procno, INVALID_PGPROCNO);
 			pg_atomic_init_u32(&kw_shared->workers[i].pid, 0);
 			pg_atomic_init_u32(&kw_shared->workers[i].in_flight, 0);
+			dlist_init(&kw_shared->workers[i].flights);
 		}
+		pg_atomic_init_u32(&kw_shared->launcher_procno, INVALID_PGPROCNO);
+		kw_shared->lock = &(GetNamedLWLockTranche("konvox_webhooks"))->lock;
+		kw_shared->requests = 0;
+		kw_shared->nendpoints = 0;
+		kw_shared->endpoints_full = false;
+		dlist_init(&kw_shared->free_flights);
+		for (int i = 0; i < KW_MAX_FLIGHTS; i++)
+			dlist_push_tail(&kw_shared->free_flights,
+							&kw_shared->flights[i].endpoint_node);
+		kw_shared->nfree_flights = KW_MAX_FLIGHTS;
 	}
+	kw_endpoint_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
 /*
- * At commit, wake the worker if this transaction wrote deliveries; on abort,
- * forget that it did.
+ * At commit, wake the workers if this transaction wrote deliveries; on
+ * abort, forget that it did.  With no worker running yet (the database or
+ * the extension was just created), wake the launcher, which starts them.
  */
 static void
 kw_xact_callback(XactEvent event, void *arg)
@@ -141,15 +161,22 @@ kw_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (kw_wake_at_commit)
 			{
+				bool		woken = false;
+				uint32		procno;
+
 				kw_wake_at_commit = false;
 				for (int i = 0; i < kw_workers; i++)
 				{
-					uint32		procno;
-
 					procno = pg_atomic_read_u32(&kw_shared->workers[i].procno);
 					if (procno != INVALID_PGPROCNO)
+					{
 						SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+						woken = true;
+					}
 				}
+				procno = pg_atomic_read_u32(&kw_shared->launcher_procno);
+				if (!woken && procno != INVALID_PGPROCNO)
+					SetLatch(&ProcGlobal->allProcs[procno].procLatch);
 			}
 			break;
 		case XACT_EVENT_ABORT:
@@ -239,25 +266,70 @@ _PG_init(void)
 
 	DefineCustomIntVariable("konvox_webhooks.retry_base_delay",
 							"Wait before the first retry; each later retry waits twice as long.",
-							"The wait before attempt n+1 is retry_base_delay * 2^(n-1), +-10% jitter.",
+							"The wait before attempt n+1 is retry_base_delay * 2^(n-1), +-10% jitter, at most max_retry_delay.",
 							&kw_retry_base_delay,
 							30000, 0, 24 * 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("konvox_webhooks.max_retry_delay",
+							"Longest wait before a retry.",
+							NULL,
+							&kw_max_retry_delay,
+							3600 * 1000, 0, 7 * 24 * 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("konvox_webhooks.max_retry_after",
+							"Longest hold that a receiver's Retry-After header can ask for.",
+							"After a 429 or 503 with Retry-After, the endpoint is sent nothing until then.",
+							&kw_max_retry_after,
+							3600, 0, 7 * 24 * 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("konvox_webhooks.max_concurrency",
-							"Most requests in flight at once.",
+							"Most requests in flight at once, over all workers and endpoints.",
 							"Also the cap on open connections to receivers.",
 							&kw_max_concurrency,
-							256, 1, 10000,
+							256, 1, KW_MAX_CONCURRENCY,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("konvox_webhooks.max_concurrency_per_endpoint",
+							"Most requests in flight to one endpoint, over all workers.",
+							"webhooks.endpoints.max_concurrency overrides it for one endpoint.",
+							&kw_max_concurrency_per_endpoint,
+							64, 1, KW_MAX_CONCURRENCY,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("konvox_webhooks.breaker_failures",
+							"Failed requests in a row after which an endpoint is failing.",
+							"A failing endpoint gets one probe request every breaker_probe_interval; 0 never marks an endpoint failing.",
+							&kw_breaker_failures,
+							10, 0, INT_MAX,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("konvox_webhooks.breaker_probe_interval",
+							"Time between probe requests to a failing endpoint.",
+							NULL,
+							&kw_breaker_probe_interval,
+							30000, 1, 24 * 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("konvox_webhooks.workers",
 							"Number of delivery workers.",
-							"Deliveries are shared among them by id; each sends with its share of max_concurrency.",
+							"Any worker sends any delivery; more workers use more cores.",
 							&kw_workers,
 							2, 1, KW_MAX_WORKERS,
 							PGC_POSTMASTER,
@@ -697,6 +769,7 @@ kw_endpoint_check(PG_FUNCTION_ARGS)
 	const char *problem;
 	Datum		events;
 	bool		isnull;
+	int			attnum;
 	ArrayType  *arr;
 	Datum		args[1];
 	Oid			types[1] = {TEXTARRAYOID};
@@ -740,6 +813,22 @@ kw_endpoint_check(PG_FUNCTION_ARGS)
 	secret = kw_column(tuple, desc, "previous_secret");
 	if (secret != NULL)
 		kw_check_secret(secret);
+
+	/* from version 1.2 of the extension */
+	attnum = SPI_fnumber(desc, "max_concurrency");
+	if (attnum > 0)
+	{
+		Datum		cap = SPI_getbinval(tuple, desc, attnum, &isnull);
+
+		if (!isnull && (DatumGetInt32(cap) < 1 ||
+						DatumGetInt32(cap) > KW_MAX_CONCURRENCY))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_concurrency of an endpoint must be between 1 and %d",
+							KW_MAX_CONCURRENCY),
+					 errhint("Leave it NULL for konvox_webhooks.max_concurrency_per_endpoint (now %d).",
+							 kw_max_concurrency_per_endpoint)));
+	}
 
 	events = SPI_getbinval(tuple, desc, SPI_fnumber(desc, "events"), &isnull);
 	arr = isnull ? NULL : DatumGetArrayTypeP(events);

@@ -4,10 +4,12 @@
  *		Shared types, settings and prototypes of konvox_webhooks.
  *
  * The extension is split by what the code touches: konvox_webhooks.c holds
- * the SQL-callable functions, settings and shared memory; worker.c the
- * background worker, which reads and writes tables through SPI; http.c
- * everything that speaks to libcurl.  http.c never opens a transaction and
- * worker.c never calls libcurl.
+ * the SQL-callable functions, settings and shared memory; outbox.c what
+ * emit() checks and writes; launcher.c the launcher; worker.c, claim.c,
+ * record.c and retention.c a delivery worker, which reads and writes tables
+ * through SPI (see worker.h), and endpoint.c what the workers share about
+ * each endpoint; http.c everything that speaks to libcurl.  http.c never
+ * opens a transaction and the worker's files never call libcurl.
  *
  *-------------------------------------------------------------------------
  */
@@ -16,8 +18,10 @@
 
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
+#include "lib/ilist.h"
 #include "lib/stringinfo.h"
 #include "port/atomics.h"
+#include "storage/lwlock.h"
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
@@ -41,6 +45,11 @@ extern int	kw_max_attempts;
 extern int	kw_request_timeout;
 extern int	kw_retry_base_delay;
 extern int	kw_max_concurrency;
+extern int	kw_max_concurrency_per_endpoint;
+extern int	kw_breaker_failures;
+extern int	kw_breaker_probe_interval;
+extern int	kw_max_retry_delay;
+extern int	kw_max_retry_after;
 extern int	kw_workers;
 extern int	kw_retention;
 extern int	kw_max_payload_size;
@@ -50,20 +59,57 @@ extern char *kw_ca_file;
 /* Most delivery workers konvox_webhooks.workers may ask for. */
 #define KW_MAX_WORKERS		16
 
+/* Most requests konvox_webhooks.max_concurrency may allow. */
+#define KW_MAX_CONCURRENCY	10000
+
 /*
- * One delivery worker as the backends that wake it see it.  Only plain
- * values: the worker is found through its PGPROC number.
+ * Deliveries claimed and not yet recorded, over all workers: requests in
+ * flight (at most max_concurrency), outcomes waiting to be recorded, and
+ * deliveries of failing endpoints being recorded as not sent.
+ */
+#define KW_MAX_FLIGHTS		(2 * KW_MAX_CONCURRENCY + 1024)
+
+/*
+ * A delivery claimed by a worker and not yet recorded (see endpoint.c).
+ * Listed under its endpoint, so that a worker reading that endpoint's queue
+ * from its start can skip it, and under its worker, so that a worker that
+ * exits gives its deliveries back.
+ */
+typedef struct KwFlight
+{
+	int64		delivery_id;
+	int64		endpoint_id;
+	int			worker;			/* index of the worker that claimed it */
+	bool		request;		/* a request, counted against the caps */
+	dlist_node	endpoint_node;	/* in the endpoint's list, or the free list */
+	dlist_node	worker_node;
+} KwFlight;
+
+/*
+ * One delivery worker as the backends that wake it see it: it is found
+ * through its PGPROC number.
  */
 typedef struct KwWorkerSlot
 {
 	pg_atomic_uint32 procno;	/* INVALID_PGPROCNO when not running */
 	pg_atomic_uint32 pid;
 	pg_atomic_uint32 in_flight; /* requests handed to libcurl */
+	dlist_head	flights;		/* its KwFlights, under the lock */
 } KwWorkerSlot;
 
 typedef struct KwSharedState
 {
 	KwWorkerSlot workers[KW_MAX_WORKERS];
+	pg_atomic_uint32 launcher_procno;	/* INVALID_PGPROCNO when none */
+
+	/* the rest is under lock, which also guards the endpoint states */
+	LWLock	   *lock;
+	int			requests;		/* requests in flight, all workers */
+	int			nendpoints;		/* entries in the endpoint states */
+	bool		endpoints_full; /* the log has said that they are */
+	int			nfree_flights;
+	dlist_head	free_flights;
+	KwFlight	flights[KW_MAX_FLIGHTS];
 } KwSharedState;
 
 extern KwSharedState *kw_shared;
@@ -78,9 +124,11 @@ typedef struct KwRequest
 {
 	/* set by the worker */
 	int64		delivery_id;
+	int64		endpoint_id;
 	Oid			extension_oid;	/* the extension the delivery belongs to */
 	int32		attempt;		/* the number of this attempt, from 1 */
-	const char *not_sent;		/* why it must not be sent, or NULL */
+	bool		probe;			/* the one request of a failing endpoint */
+	KwFlight   *flight;			/* its claim, in shared memory */
 	StringInfoData url;
 	StringInfoData body;
 	StringInfoData headers;		/* "Name: value\n" lines */
@@ -88,8 +136,10 @@ typedef struct KwRequest
 	/* set by http.c */
 	TimestampTz started_at;
 	TimestampTz finished_at;
+	bool		sent;			/* handed to libcurl (else see error) */
 	int			status_code;	/* 0 when no response came */
 	bool		succeeded;		/* 2xx */
+	int			retry_after;	/* seconds a 429 or 503 asked to wait */
 	char		error[KW_ERROR_LEN];	/* empty on success */
 	char	   *response;		/* KW_RESPONSE_BODY_CAP + 1 bytes */
 	int			response_len;
@@ -106,6 +156,7 @@ typedef struct KwRequest
 
 /* konvox_webhooks.c */
 extern bool kw_in_delivery_worker;
+extern bool kw_in_launcher;
 extern void kw_wake_worker(void);
 extern bool kw_sign(StringInfo out, const char *secret, const char *msg_id,
 					int64 timestamp, const char *body, int body_len);
@@ -119,9 +170,15 @@ extern void kw_check_event_type(const char *name, Jsonb *fields,
 extern int	kw_write_event(pg_uuid_t *id, text *event, text *company_id,
 						   Jsonb *data);
 
-/* worker.c */
+/* launcher.c */
 extern PGDLLEXPORT void kw_launcher_main(Datum main_arg);
+
+/* worker.c */
 extern PGDLLEXPORT void kw_worker_main(Datum main_arg);
+
+/* endpoint.c */
+extern Size kw_endpoint_shmem_size(void);
+extern void kw_endpoint_shmem_init(void);
 
 /* http.c */
 extern void kw_http_init(int max_concurrency);

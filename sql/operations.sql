@@ -578,11 +578,15 @@ SELECT p.oid::regprocedure AS function,
                  'webhooks._worker_slots()'::regprocedure,
                  'webhooks._purge_batch(timestamptz, integer)'::regprocedure,
                  'webhooks.purge(interval)'::regprocedure,
-                 'webhooks.purge_company(text)'::regprocedure)
- ORDER BY 1::text;
+                 'webhooks.purge_company(text)'::regprocedure,
+                 'webhooks._endpoint_states()'::regprocedure)
+ ORDER BY p.oid::regprocedure::text;
 SELECT has_table_privilege('regress_kw_ops_nobody', 'webhooks.endpoint_stats', 'SELECT')
            AS nobody_may_read_stats,
        obj_description('webhooks.endpoint_stats'::regclass, 'pg_class') IS NOT NULL AS commented;
+SELECT has_table_privilege('regress_kw_ops_nobody', 'webhooks.endpoint_health', 'SELECT')
+           AS nobody_may_read_health,
+       obj_description('webhooks.endpoint_health'::regclass, 'pg_class') IS NOT NULL AS commented;
 GRANT USAGE ON SCHEMA webhooks TO regress_kw_ops_nobody;
 SET ROLE regress_kw_ops_nobody;
 SELECT webhooks.redeliver(1);

@@ -108,8 +108,8 @@ for my $change ('deactivated', 'deleted')
 	$node->poll_query_until('postgres',
 		"SELECT current_setting('konvox_webhooks.max_concurrency') = '16'")
 	  or die 'reload did not happen';
-	# one failing delivery per worker (ids are shared out by parity), its
-	# retry due a second after its first attempt ...
+	# two failing deliveries, their retries due a second after their first
+	# attempts ...
 	endpoint('spinfail', '/spin?status=500');
 	$node->safe_psql('postgres',
 		"SELECT webhooks.emit('contact.replied', 'spinfail', $data) FROM generate_series(1, 2)"
@@ -118,15 +118,14 @@ for my $change ('deactivated', 'deleted')
 		"SELECT count(*) = 2 FROM webhooks.deliveries d JOIN webhooks.endpoints e ON e.id = d.endpoint_id WHERE e.company_id = 'spinfail' AND d.attempts = 1"
 	) or die 'the first attempts did not happen';
 
-	# ... and meanwhile 7 of every worker's 8 slots taken by hanging
-	# requests: one slot is less than the quarter a claim waits for, so the
-	# retry cannot be claimed when it falls due
+	# ... and meanwhile all 16 requests that max_concurrency allows taken
+	# by hanging ones, so that the retries cannot be sent when they fall due
 	endpoint('spinhang', '/hang?delay_ms=6000');
 	$node->safe_psql('postgres',
-		"SELECT webhooks.emit('contact.replied', 'spinhang', $data) FROM generate_series(1, 14)"
+		"SELECT webhooks.emit('contact.replied', 'spinhang', $data) FROM generate_series(1, 16)"
 	);
 	$node->poll_query_until('postgres',
-		"SELECT sum(in_flight) = 14 FROM webhooks._worker_slots()")
+		"SELECT sum(in_flight) = 16 FROM webhooks._worker_slots()")
 	  or die 'the workers did not fill their slots';
 
 	my @pids = kw_worker_pids($node);

@@ -54,6 +54,8 @@ my $slow = sql(
 	"SELECT id FROM webhooks.create_endpoint('slow', '"
 	  . receiver_url($r, '/slow?delay_ms=3000')
 	  . "', ARRAY['contact.replied'])");
+# a cap of 6 gives each of the two workers a share of 3
+sql("UPDATE webhooks.endpoints SET max_concurrency = 6 WHERE id = $slow");
 sql(q{SELECT webhooks.emit('contact.replied', 'slow',
                            jsonb_build_object('contactId', 'c' || i, 'channel', 'email'))
         FROM generate_series(1, 6) i});

@@ -25,7 +25,7 @@ use Test::More;
 use Time::HiRes qw(usleep);
 
 our @EXPORT = qw(kw_node kw_receiver receiver_log receiver_url
-  receiver_wait receiver_control receiver_stats unused_port
+  receiver_wait receiver_control receiver_stats receiver_path_stats unused_port
   kw_worker_pids kw_log_since kw_emit_many kw_wait_drained kw_tls);
 
 my $srcdir = dirname(dirname(__FILE__));
@@ -215,6 +215,17 @@ sub receiver_stats
 	my ($r, $reset) = @_;
 	my $res = receiver_client()
 	  ->get(receiver_url($r, '/_stats' . ($reset ? '?reset=1' : '')));
+	die "receiver stats failed: $res->{status} $res->{reason}"
+	  unless $res->{success};
+	return decode_json($res->{content});
+}
+
+# The counters of one path of the receiver: requests, in_flight and
+# max_in_flight.
+sub receiver_path_stats
+{
+	my ($r, $path) = @_;
+	my $res = receiver_client()->get(receiver_url($r, "/_stats?path=$path"));
 	die "receiver stats failed: $res->{status} $res->{reason}"
 	  unless $res->{success};
 	return decode_json($res->{content});

@@ -19,6 +19,8 @@ registered with, so every endpoint of a test can behave differently:
     reset=1        close the connection without answering
     location=URL   send a Location header with the answer (e.g. with
                    status=302, to show that a redirect is not followed)
+    retry_after=V  send a Retry-After header with the answer (seconds or an
+                   HTTP date; with status=429 or 503)
     close=1        answer with Connection: close and close the connection,
                    as a server without keep-alive does
 
@@ -34,7 +36,8 @@ GET /_stats answers a JSON object about the requests so far (not counting
      "max_connections": most connections open at once}
 
 GET /_stats?reset=1 answers the same and then starts the maxima again from
-the current values.
+the current values.  GET /_stats?path=/p answers the requests, in_flight and
+max_in_flight of path /p alone.
 
 --port N binds that port instead of an ephemeral one, so that a test can
 start a receiver where one was down.
@@ -71,6 +74,15 @@ stats = {"requests": 0, "in_flight": 0, "max_in_flight": 0,
          "connections": 0, "max_connections": 0,
          "accepted": 0, "handshakes": 0, "resumed": 0, "tls_failures": 0}
 counts = {}
+paths = {}
+
+
+def path_stats(path):
+    """The counters of one path; the caller holds lock."""
+    return paths.setdefault(path, {"requests": 0, "in_flight": 0,
+                                   "max_in_flight": 0})
+
+
 overrides = {}
 log_file = None
 
@@ -114,9 +126,13 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path == "/_stats":
             self.uncount()
+            query = parse_qs(url.query)
             with lock:
-                body = json.dumps(stats).encode()
-                if parse_qs(url.query).get("reset"):
+                if "path" in query:
+                    body = json.dumps(path_stats(query["path"][0])).encode()
+                else:
+                    body = json.dumps(stats).encode()
+                if query.get("reset"):
                     stats["max_in_flight"] = stats["in_flight"]
                     stats["max_connections"] = stats["connections"]
             self.answer(200, body)
@@ -137,15 +153,26 @@ class Handler(BaseHTTPRequestHandler):
             return
 
         with lock:
-            stats["requests"] += 1
-            stats["in_flight"] += 1
-            stats["max_in_flight"] = max(stats["max_in_flight"],
-                                         stats["in_flight"])
+            for s in (stats, path_stats(url.path)):
+                s["requests"] += 1
+                s["in_flight"] += 1
+                s["max_in_flight"] = max(s["max_in_flight"], s["in_flight"])
+        self.counted = url.path
         try:
             self.handle_post(url)
         finally:
-            with lock:
-                stats["in_flight"] -= 1
+            self.done_with_request()
+
+    def done_with_request(self):
+        """The request is no longer in flight: called before its answer
+        goes out, so that the client, which sends its next request only
+        after the answer, cannot be counted twice."""
+        if self.counted is None:
+            return
+        with lock:
+            stats["in_flight"] -= 1
+            path_stats(self.counted)["in_flight"] -= 1
+        self.counted = None
 
     def handle_post(self, url):
         length = int(self.headers.get("Content-Length") or 0)
@@ -181,6 +208,7 @@ class Handler(BaseHTTPRequestHandler):
 
         if opt("delay_ms"):
             time.sleep(opt("delay_ms") / 1000.0)
+        self.done_with_request()
         if status == 0:
             # an abrupt close: RST instead of a response
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
@@ -190,6 +218,8 @@ class Handler(BaseHTTPRequestHandler):
         extra = {}
         if "location" in script:
             extra["Location"] = script["location"][0]
+        if "retry_after" in script:
+            extra["Retry-After"] = script["retry_after"][0]
         if opt("close"):
             extra["Connection"] = "close"
             self.close_connection = True

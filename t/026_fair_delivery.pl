@@ -1,0 +1,234 @@
+# One company's broken endpoint must not delay anyone else's webhooks.
+#
+# - A hanging endpoint with a backlog beside a healthy one: the healthy
+#   one's events are all delivered before the first hanging request has
+#   even timed out, and the hanging one never holds more than its cap.
+# - The per-endpoint cap, from the endpoint's own max_concurrency and from
+#   the setting, over both workers together, changed by a reload.
+# - The circuit breaker: after breaker_failures failed requests in a row
+#   the endpoint gets one probe at a time, its other deliveries are
+#   recorded as not sent; a successful probe closes the breaker and the
+#   backlog drains; every delivery ends delivered or failed.
+# - Retry-After: nothing goes to the endpoint before it, and the retry of
+#   the delivery that got it is no earlier.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin/../test";
+use KwTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = kw_node(
+	'fair', conf => q{
+konvox_webhooks.request_timeout = '5s'
+konvox_webhooks.retry_base_delay = '500ms'
+konvox_webhooks.max_attempts = 6
+konvox_webhooks.max_concurrency_per_endpoint = 8
+konvox_webhooks.breaker_failures = 5
+konvox_webhooks.breaker_probe_interval = '1s'
+});
+my $r = kw_receiver();
+
+sub sql
+{
+	return $node->safe_psql('postgres', $_[0]);
+}
+
+sub endpoint
+{
+	my ($company, $path) = @_;
+	return sql("SELECT id FROM webhooks.create_endpoint('$company', '"
+		  . receiver_url($r, $path)
+		  . "', ARRAY['enrollment.created'])");
+}
+
+# What a company's deliveries have come to: "delivered pending failed".
+sub outcome
+{
+	my ($company) = @_;
+	return sql(
+		qq{
+SELECT count(*) FILTER (WHERE d.status = 'delivered') || ' ' ||
+       count(*) FILTER (WHERE d.status = 'pending') || ' ' ||
+       count(*) FILTER (WHERE d.status = 'failed')
+  FROM webhooks.deliveries d JOIN webhooks.events e ON e.id = d.event_id
+ WHERE e.company_id = '$company'});
+}
+
+###
+### A hanging endpoint with a backlog, beside a healthy one
+###
+my $hang = endpoint('hangco', '/hang?delay_ms=60000');
+my $ok = endpoint('okco', '/ok');
+kw_emit_many($node, 'postgres', 'hangco', 1000);
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT in_flight = 8 FROM webhooks.endpoint_health WHERE endpoint_id = $hang"
+	),
+	'the hanging endpoint holds its cap of 8 requests');
+
+# 20 events of the healthy company, each in a transaction of its own
+for my $i (1 .. 20)
+{
+	sql("SELECT webhooks.emit('enrollment.created', 'okco', '{\"enrollmentId\": \"e$i\", \"contactId\": \"c\", \"campaignId\": \"k\"}')"
+	);
+}
+ok( $node->poll_query_until(
+		'postgres', q{
+SELECT count(*) = 20 FROM webhooks.deliveries d
+  JOIN webhooks.events e ON e.id = d.event_id
+ WHERE e.company_id = 'okco' AND d.status = 'delivered'}),
+	'every event of the healthy company is delivered');
+is( sql(
+		"SELECT count(*) FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = $hang"
+	),
+	'0',
+	'... before the first request to the hanging endpoint has timed out');
+is(receiver_path_stats($r, '/hang')->{max_in_flight},
+	8, 'the hanging endpoint never had more than its cap in flight');
+like(
+	sql("SELECT busiest_endpoints::text FROM webhooks.worker_status()"),
+	qr/^\[\{"in_flight": 8, "endpoint_id": $hang\}/,
+	'worker_status() names it as the busiest endpoint');
+sql("DELETE FROM webhooks.endpoints WHERE id = $hang");
+
+###
+### The cap over both workers: the endpoint's own, the setting's, a reload
+###
+my $capped = endpoint('capco', '/capped?delay_ms=300');
+sql("UPDATE webhooks.endpoints SET max_concurrency = 3 WHERE id = $capped");
+my $uncapped = endpoint('capco', '/uncapped?delay_ms=300');
+kw_emit_many($node, 'postgres', 'capco', 40);
+kw_wait_drained($node, 'postgres', 'capco');
+is(receiver_path_stats($r, '/capped')->{max_in_flight},
+	3, "an endpoint's own max_concurrency of 3 holds over both workers");
+is(receiver_path_stats($r, '/uncapped')->{max_in_flight},
+	8, 'another gets max_concurrency_per_endpoint, 8');
+
+my ($ret, $out, $err) = $node->psql('postgres',
+	"UPDATE webhooks.endpoints SET max_concurrency = 0 WHERE id = $capped");
+like($err, qr/max_concurrency of an endpoint must be between 1 and 10000/,
+	'a max_concurrency of 0 is refused');
+is(sql("SELECT max_concurrency FROM webhooks.endpoints WHERE id = $capped"),
+	'3', 'and nothing is stored');
+
+my $offset = -s $node->logfile;
+sql("ALTER SYSTEM SET konvox_webhooks.max_concurrency_per_endpoint = 4; SELECT pg_reload_conf()");
+$node->wait_for_log(
+	qr/parameter "konvox_webhooks.max_concurrency_per_endpoint" changed to "4"/,
+	$offset);
+my $reloaded = endpoint('reloadco', '/reloaded?delay_ms=300');
+kw_emit_many($node, 'postgres', 'reloadco', 40);
+kw_wait_drained($node, 'postgres', 'reloadco');
+is(receiver_path_stats($r, '/reloaded')->{max_in_flight},
+	4, 'after a reload, the new max_concurrency_per_endpoint of 4 holds');
+
+###
+### The circuit breaker
+###
+my $down = endpoint('downco', '/down?status=500');
+kw_emit_many($node, 'postgres', 'downco', 30);
+ok( $node->poll_query_until(
+		'postgres', qq{
+SELECT count(*) > 0 FROM webhooks.delivery_attempts a
+  JOIN webhooks.deliveries d ON d.id = a.delivery_id
+ WHERE d.endpoint_id = $down AND a.error LIKE 'not sent: endpoint failing since %'}),
+	'after 5 failures in a row, deliveries are recorded as not sent');
+is( sql(
+		qq{
+SELECT state <> 'healthy', consecutive_failures >= 5, last_error
+  FROM webhooks.endpoint_health WHERE endpoint_id = $down}),
+	't|t|HTTP 500',
+	'endpoint_health: failing, with its failures and last error');
+is( sql(
+		qq{
+SELECT count(*) FILTER (WHERE a.status_code IS NOT NULL) = 0,
+       bool_and(a.error LIKE 'not sent: endpoint failing since % last error: HTTP 500')
+  FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+ WHERE d.endpoint_id = $down AND a.error LIKE 'not sent:%'}),
+	't|t',
+	'a not-sent attempt has no status code and says why, with the last error');
+
+# while failing, the receiver gets one probe at a time, a probe interval
+# apart
+my $opened = sql(
+	qq{
+SELECT extract(epoch FROM min(a.started_at)) FROM webhooks.delivery_attempts a
+  JOIN webhooks.deliveries d ON d.id = a.delivery_id
+ WHERE d.endpoint_id = $down AND a.error LIKE 'not sent:%'});
+# (requests claimed just before it opened may still land in its first
+# half second)
+my $since = sub {
+	return map { $_->{t} }
+	  grep { $_->{path} eq '/down' && $_->{t} > $opened + 0.5 } @_;
+};
+my $log = receiver_wait($r, sub { $since->(@_) >= 3 });
+my @probes = $since->(@{ $log // [] });
+my @gaps = map { sprintf('%.2f', $probes[$_] - $probes[ $_ - 1 ]) } 1 .. $#probes;
+ok(@probes >= 3 && !grep({ $_ < 0.9 } @gaps),
+	'while failing, the endpoint gets one probe at a time, breaker_probe_interval apart (gaps: '
+	  . join(', ', @gaps) . ' s)');
+
+# it recovers: a probe succeeds, the breaker closes, what is left drains
+receiver_control($r, '/down', 'status=200');
+ok( $node->poll_query_until(
+		'postgres', q{
+SELECT count(*) FILTER (WHERE d.status = 'pending') = 0
+  FROM webhooks.deliveries d JOIN webhooks.events e ON e.id = d.event_id
+ WHERE e.company_id = 'downco'}),
+	'after the probe succeeds, nothing is left pending');
+is(sql("SELECT state FROM webhooks.endpoint_health WHERE endpoint_id = $down"),
+	'healthy', 'the endpoint is healthy again');
+my ($delivered, $pending, $failed) = split / /, outcome('downco');
+is($delivered + $failed, 30, "every delivery ended delivered ($delivered) or failed ($failed)");
+like(kw_log_since($node, 0), qr/endpoint $down is failing after 5 failed requests in a row, the last: HTTP 500/,
+	'the log says when it started failing');
+like(kw_log_since($node, 0), qr/endpoint $down answers again/,
+	'and when it recovered');
+if ($failed > 0)
+{
+	is(sql("SELECT webhooks.redeliver_failed($down, now() - interval '1 hour')"),
+		$failed, 'redeliver_failed() sends the failed ones again');
+	kw_wait_drained($node, 'postgres', 'downco');
+	is(sql(q{SELECT count(*) FROM webhooks.deliveries WHERE status = 'delivered' AND redelivery_of IS NOT NULL}),
+		$failed, 'and they are delivered');
+}
+
+###
+### Retry-After
+###
+my $ra = endpoint('raco', '/ra?status=429&retry_after=3');
+kw_emit_many($node, 'postgres', 'raco', 3);
+ok( $node->poll_query_until(
+		'postgres', qq{
+SELECT count(DISTINCT a.delivery_id) = 3 FROM webhooks.delivery_attempts a
+  JOIN webhooks.deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = $ra}),
+	'every delivery was answered 429 with Retry-After: 3');
+my $hold = sql("SELECT retry_after_until FROM webhooks.endpoint_health WHERE endpoint_id = $ra");
+isnt($hold, '', "endpoint_health shows the hold ($hold)");
+receiver_control($r, '/ra', 'status=200');
+kw_emit_many($node, 'postgres', 'raco', 1);
+kw_wait_drained($node, 'postgres', 'raco');
+is(outcome('raco'), '4 0 0', 'then all four were delivered');
+is( sql(
+		qq{
+SELECT bool_and(a.next_attempt_at >= a.started_at + interval '3 seconds')
+  FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+ WHERE d.endpoint_id = $ra AND a.status_code = 429}),
+	't', 'the retry after a 429 is no earlier than its Retry-After');
+is( sql(
+		qq{
+SELECT count(*)
+  FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id,
+       webhooks.delivery_attempts b JOIN webhooks.deliveries e ON e.id = b.delivery_id
+ WHERE d.endpoint_id = $ra AND e.endpoint_id = $ra AND a.status_code = 429
+   AND b.status_code IS NOT NULL
+   AND b.started_at > a.started_at + a.duration_ms * interval '1 ms'
+   AND b.started_at < a.started_at + a.duration_ms * interval '1 ms' + interval '3 seconds'}),
+	'0',
+	'nothing, not even a new event, went to the endpoint in the 3 s after a Retry-After');
+
+done_testing();
