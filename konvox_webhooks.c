@@ -116,7 +116,8 @@ kw_shmem_startup(void)
 	{
 		for (int i = 0; i < KW_MAX_WORKERS; i++)
 		{
-			pg_atomic_init_u32(&kw_shared->workers[i].procno, INVALID_PGPROCNO);
+			pg_atomic_init_u32(&kw_shared->workers[i].procno,
+							   INVALID_PROC_NUMBER);
 			pg_atomic_init_u32(&kw_shared->workers[i].pid, 0);
 			pg_atomic_init_u32(&kw_shared->workers[i].in_flight, 0);
 		}
@@ -140,10 +141,11 @@ kw_xact_callback(XactEvent event, void *arg)
 				kw_wake_at_commit = false;
 				for (int i = 0; i < kw_workers; i++)
 				{
-					uint32		procno;
+					ProcNumber	procno;
 
-					procno = pg_atomic_read_u32(&kw_shared->workers[i].procno);
-					if (procno != INVALID_PGPROCNO)
+					procno = (ProcNumber)
+						pg_atomic_read_u32(&kw_shared->workers[i].procno);
+					if (procno != INVALID_PROC_NUMBER)
 						SetLatch(&ProcGlobal->allProcs[procno].procLatch);
 				}
 			}
@@ -305,7 +307,7 @@ kw_secret_key(const char *secret, uint8 *key, int keysize)
 	encoded = secret + strlen(KW_SECRET_PREFIX);
 	if (pg_b64_dec_len(strlen(encoded)) > keysize)
 		return -1;
-	return pg_b64_decode(encoded, strlen(encoded), (char *) key, keysize);
+	return pg_b64_decode(encoded, strlen(encoded), key, keysize);
 }
 
 /*
@@ -345,7 +347,7 @@ kw_sign(StringInfo out, const char *secret, const char *msg_id,
 	}
 	pg_hmac_free(ctx);
 
-	b64len = pg_b64_encode((const char *) mac, sizeof(mac), b64, sizeof(b64));
+	b64len = pg_b64_encode(mac, sizeof(mac), b64, sizeof(b64));
 	if (b64len < 0)
 		return false;
 	appendStringInfoString(out, "v1,");
@@ -423,7 +425,7 @@ kw_generate_secret(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random bytes")));
-	len = pg_b64_encode((const char *) raw, sizeof(raw), b64, sizeof(b64));
+	len = pg_b64_encode(raw, sizeof(raw), b64, sizeof(b64));
 	initStringInfo(&out);
 	appendStringInfoString(&out, KW_SECRET_PREFIX);
 	appendBinaryStringInfo(&out, b64, len);

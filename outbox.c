@@ -751,7 +751,7 @@ kw_load_layout(Relation events, Relation deliveries)
 	l->d_attempts = kw_attnum(deliveries, "attempts");
 	l->d_next = kw_attnum(deliveries, "next_attempt_at");
 	l->d_created = kw_attnum(deliveries, "created_at");
-	l->delivery_seq = getIdentitySequence(l->deliveries_relid, l->d_id, false);
+	l->delivery_seq = getIdentitySequence(deliveries, l->d_id, false);
 }
 
 /*
@@ -812,7 +812,7 @@ kw_insert(KwWriter *w, KwTableWriter *tw)
 	table_tuple_insert(tw->rel, tw->slot, GetCurrentCommandId(true), 0, NULL);
 	if (tw->rri->ri_NumIndices > 0)
 		ExecInsertIndexTuples(tw->rri, tw->slot, w->estate, false, false,
-							  NULL, NIL);
+							  NULL, NIL, false);
 	ResetPerTupleExprContext(w->estate);
 }
 

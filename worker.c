@@ -289,14 +289,14 @@ kw_worker_main(Datum main_arg)
 	kw_http_init(kw_concurrency);
 	kw_ensure_slots(kw_concurrency);
 
-	wait_set = CreateWaitEventSet(kw_worker_context, 3);
+	wait_set = CreateWaitEventSet(NULL, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL,
 					  NULL);
 	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, kw_http_socket(), NULL,
 					  NULL);
 
-	pg_atomic_write_u32(&kw_me->procno, (uint32) MyProc->pgprocno);
+	pg_atomic_write_u32(&kw_me->procno, (uint32) MyProcNumber);
 
 	ereport(LOG,
 			(errmsg("konvox_webhooks worker %d of %d started for database \"%s\"",
@@ -558,7 +558,7 @@ kw_start_worker(int i)
 static void
 kw_worker_exit(int code, Datum arg)
 {
-	pg_atomic_write_u32(&kw_me->procno, INVALID_PGPROCNO);
+	pg_atomic_write_u32(&kw_me->procno, (uint32) INVALID_PROC_NUMBER);
 	pg_atomic_write_u32(&kw_me->pid, 0);
 	pg_atomic_write_u32(&kw_me->in_flight, 0);
 }
