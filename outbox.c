@@ -804,15 +804,25 @@ kw_close_writer(void)
 	CurrentResourceOwner = save;
 }
 
-/* Insert the row in tw's slot, and its index entries. */
+/*
+ * Insert the row in tw's slot, and its index entries.  An index access
+ * method may keep buffers pinned from one insert to the next until the
+ * index is closed (BRIN does, from PostgreSQL 17 on), so the inserts run
+ * under the resource owner that closes the indexes: the top-level
+ * transaction's, which owns the writer.
+ */
 static void
 kw_insert(KwWriter *w, KwTableWriter *tw)
 {
+	ResourceOwner save = CurrentResourceOwner;
+
+	CurrentResourceOwner = TopTransactionResourceOwner;
 	ExecStoreVirtualTuple(tw->slot);
 	table_tuple_insert(tw->rel, tw->slot, GetCurrentCommandId(true), 0, NULL);
 	if (tw->rri->ri_NumIndices > 0)
 		ExecInsertIndexTuples(tw->rri, tw->slot, w->estate, false, false,
 							  NULL, NIL, false);
+	CurrentResourceOwner = save;
 	ResetPerTupleExprContext(w->estate);
 }
 
