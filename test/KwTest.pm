@@ -29,11 +29,15 @@ my @receivers;
 
 # A started cluster serving database "postgres" with the extension created.
 # Extra postgresql.conf lines may be given; the defaults make retries quick
-# and let the worker reach the loopback receiver.
+# and let the worker reach the loopback receiver.  install_path => DIR runs
+# the PostgreSQL installed there (DIR/bin) instead of the one under test.
 sub kw_node
 {
 	my ($name, %opts) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
+	my $node = PostgreSQL::Test::Cluster->new($name,
+		defined $opts{install_path}
+		? (install_path => $opts{install_path})
+		: ());
 	$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
 	$node->append_conf(
 		'postgresql.conf', qq{
