@@ -10,8 +10,10 @@
 #
 # The older release is the one whose pg_config KW_UPGRADE_FROM_PG_CONFIG
 # names, with konvox_webhooks installed in it.  make test-all sets it, for
-# every release but the oldest, to the oldest release's pg_config; a plain
-# make test leaves it unset, and this test is skipped.
+# every release but the oldest, to the oldest release's pg_config (except
+# for a release it tests in a chroot of another Debian, where the oldest is
+# not installed); a plain make test leaves it unset, and this test is
+# skipped.
 
 use strict;
 use warnings;
@@ -25,7 +27,7 @@ use Test::More;
 
 my $old_pg_config = $ENV{KW_UPGRADE_FROM_PG_CONFIG} // '';
 plan skip_all =>
-  'KW_UPGRADE_FROM_PG_CONFIG is not set (make test-all sets it to the pg_config of the oldest release)'
+  'KW_UPGRADE_FROM_PG_CONFIG is not set: no older release to dump from (make test-all sets it to the oldest release, for the newer ones on this system)'
   if $old_pg_config eq '';
 
 # what pg_config of the older release says for one option
