@@ -14,11 +14,9 @@
 #ifndef KW_COMPAT_H
 #define KW_COMPAT_H
 
-#include "access/htup.h"
 #include "catalog/dependency.h"
 #include "common/base64.h"
 #include "executor/executor.h"
-#include "miscadmin.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "utils/memutils.h"
