@@ -3,6 +3,8 @@
 #   make              build
 #   make install      install into the PostgreSQL found by pg_config
 #   make test         install what is missing, build, install, run every test
+#   make test-all     make test on each PostgreSQL release of test/releases,
+#                     building the missing ones first (test/pg-build)
 #   make demo         a throwaway cluster, a receiver, each documented event
 #   make bench        the benchmark (see bench/RESULTS.md)
 
@@ -21,6 +23,7 @@ REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 TAP_TESTS = 1
 
 PG_CPPFLAGS = $(shell curl-config --cflags 2>/dev/null)
+PG_CFLAGS = -Wextra -Wno-unused-parameter
 SHLIB_LINK = $(shell curl-config --libs 2>/dev/null || echo -lcurl)
 
 EXTRA_CLEAN = tmp_check_regress test/node_modules
@@ -31,13 +34,18 @@ ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
 endif
 
-.PHONY: test demo bench deps
+$(OBJS): konvox_webhooks.h compat.h
+
+.PHONY: test test-all demo bench deps
 
 deps:
 	@test/deps
 
 test:
 	@test/run-tests
+
+test-all:
+	@test/test-all
 
 demo:
 	@test/demo

@@ -127,12 +127,14 @@ kw_shmem_startup(void)
 	{
 		for (int i = 0; i < KW_MAX_WORKERS; i++)
 		{
-			pg_atomic_init_u32(&kw_shared->workers[i].procno, INVALID_PGPROCNO);
+			pg_atomic_init_u32(&kw_shared->workers[i].procno,
+							   INVALID_PROC_NUMBER);
 			pg_atomic_init_u32(&kw_shared->workers[i].pid, 0);
 			pg_atomic_init_u32(&kw_shared->workers[i].in_flight, 0);
 			dlist_init(&kw_shared->workers[i].flights);
 		}
-		pg_atomic_init_u32(&kw_shared->launcher_procno, INVALID_PGPROCNO);
+		pg_atomic_init_u32(&kw_shared->launcher_procno,
+						   INVALID_PROC_NUMBER);
 		kw_shared->lock = &(GetNamedLWLockTranche("konvox_webhooks"))->lock;
 		kw_shared->requests = 0;
 		kw_shared->nendpoints = 0;
@@ -162,20 +164,22 @@ kw_xact_callback(XactEvent event, void *arg)
 			if (kw_wake_at_commit)
 			{
 				bool		woken = false;
-				uint32		procno;
+				ProcNumber	procno;
 
 				kw_wake_at_commit = false;
 				for (int i = 0; i < kw_workers; i++)
 				{
-					procno = pg_atomic_read_u32(&kw_shared->workers[i].procno);
-					if (procno != INVALID_PGPROCNO)
+					procno = (ProcNumber)
+						pg_atomic_read_u32(&kw_shared->workers[i].procno);
+					if (procno != INVALID_PROC_NUMBER)
 					{
 						SetLatch(&ProcGlobal->allProcs[procno].procLatch);
 						woken = true;
 					}
 				}
-				procno = pg_atomic_read_u32(&kw_shared->launcher_procno);
-				if (!woken && procno != INVALID_PGPROCNO)
+				procno = (ProcNumber)
+					pg_atomic_read_u32(&kw_shared->launcher_procno);
+				if (!woken && procno != INVALID_PROC_NUMBER)
 					SetLatch(&ProcGlobal->allProcs[procno].procLatch);
 			}
 			break;
@@ -409,7 +413,7 @@ kw_secret_key(const char *secret, uint8 *key, int keysize)
 	encoded = secret + strlen(KW_SECRET_PREFIX);
 	if (pg_b64_dec_len(strlen(encoded)) > keysize)
 		return -1;
-	return pg_b64_decode(encoded, strlen(encoded), (char *) key, keysize);
+	return pg_b64_decode(encoded, strlen(encoded), key, keysize);
 }
 
 /*
@@ -449,7 +453,7 @@ kw_sign(StringInfo out, const char *secret, const char *msg_id,
 	}
 	pg_hmac_free(ctx);
 
-	b64len = pg_b64_encode((const char *) mac, sizeof(mac), b64, sizeof(b64));
+	b64len = pg_b64_encode(mac, sizeof(mac), b64, sizeof(b64));
 	if (b64len < 0)
 		return false;
 	appendStringInfoString(out, "v1,");
@@ -527,7 +531,7 @@ kw_generate_secret(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random bytes")));
-	len = pg_b64_encode((const char *) raw, sizeof(raw), b64, sizeof(b64));
+	len = pg_b64_encode(raw, sizeof(raw), b64, sizeof(b64));
 	initStringInfo(&out);
 	appendStringInfoString(&out, KW_SECRET_PREFIX);
 	appendBinaryStringInfo(&out, b64, len);

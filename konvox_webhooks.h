@@ -25,6 +25,8 @@
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
+#include "compat.h"
+
 #define KW_VERSION			"1.2"
 #define KW_USER_AGENT		"konvox_webhooks/" KW_VERSION
 #define KW_WORKER_TYPE		"konvox_webhooks worker"
@@ -91,7 +93,7 @@ typedef struct KwFlight
  */
 typedef struct KwWorkerSlot
 {
-	pg_atomic_uint32 procno;	/* INVALID_PGPROCNO when not running */
+	pg_atomic_uint32 procno;	/* INVALID_PROC_NUMBER when not running */
 	pg_atomic_uint32 pid;
 	pg_atomic_uint32 in_flight; /* requests handed to libcurl */
 	dlist_head	flights;		/* its KwFlights, under the lock */

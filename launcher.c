@@ -40,7 +40,8 @@ static BackgroundWorkerHandle *kw_start_worker(int i);
 static void
 kw_launcher_exit(int code, Datum arg)
 {
-	pg_atomic_write_u32(&kw_shared->launcher_procno, INVALID_PGPROCNO);
+	pg_atomic_write_u32(&kw_shared->launcher_procno,
+						(uint32) INVALID_PROC_NUMBER);
 }
 
 /*
@@ -66,8 +67,7 @@ kw_launcher_main(Datum main_arg)
 
 	/* a commit that finds no worker running wakes us instead */
 	before_shmem_exit(kw_launcher_exit, (Datum) 0);
-	pg_atomic_write_u32(&kw_shared->launcher_procno,
-						(uint32) MyProc->pgprocno);
+	pg_atomic_write_u32(&kw_shared->launcher_procno, (uint32) MyProcNumber);
 
 	while (!ShutdownRequestPending)
 	{

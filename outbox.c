@@ -791,7 +791,7 @@ kw_load_layout(Relation events, Relation deliveries)
 	l->d_attempts = kw_attnum(deliveries, "attempts");
 	l->d_next = kw_attnum(deliveries, "next_attempt_at");
 	l->d_created = kw_attnum(deliveries, "created_at");
-	l->delivery_seq = getIdentitySequence(l->deliveries_relid, l->d_id, false);
+	l->delivery_seq = getIdentitySequence(deliveries, l->d_id, false);
 }
 
 /*
@@ -846,18 +846,26 @@ kw_close_writer(void)
 
 /*
  * Insert the row in tw's slot, and its index entries.  NOT NULL and CHECK
- * constraints hold as for any INSERT, those that you add included.
+ * constraints hold as for any INSERT, those that you add included.  An
+ * index access method may keep buffers pinned from one insert to the next
+ * until the index is closed (BRIN does, from PostgreSQL 17 on), so the
+ * inserts run under the resource owner that closes the indexes: the
+ * top-level transaction's, which owns the writer.
  */
 static void
 kw_insert(KwWriter *w, KwTableWriter *tw)
 {
+	ResourceOwner save = CurrentResourceOwner;
+
+	CurrentResourceOwner = TopTransactionResourceOwner;
 	ExecStoreVirtualTuple(tw->slot);
 	if (tw->rel->rd_att->constr != NULL)
 		ExecConstraints(tw->rri, tw->slot, w->estate);
 	table_tuple_insert(tw->rel, tw->slot, GetCurrentCommandId(true), 0, NULL);
 	if (tw->rri->ri_NumIndices > 0)
 		ExecInsertIndexTuples(tw->rri, tw->slot, w->estate, false, false,
-							  NULL, NIL);
+							  NULL, NIL, false);
+	CurrentResourceOwner = save;
 	ResetPerTupleExprContext(w->estate);
 }
 

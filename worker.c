@@ -117,7 +117,7 @@ kw_worker_exit(int code, Datum arg)
 			(errmsg("konvox_webhooks worker %d shutting down; %d requests in flight and their deliveries stay pending",
 					kw_worker_index + 1, kw_http_in_flight())));
 	kw_endpoints_worker_exit();
-	pg_atomic_write_u32(&kw_me->procno, INVALID_PGPROCNO);
+	pg_atomic_write_u32(&kw_me->procno, (uint32) INVALID_PROC_NUMBER);
 	pg_atomic_write_u32(&kw_me->in_flight, 0);
 	pg_atomic_write_u32(&kw_me->pid, 0);
 }
@@ -208,14 +208,14 @@ kw_worker_main(Datum main_arg)
 	kw_ensure_slots(kw_max_concurrency);
 	kw_claim_init();
 
-	wait_set = CreateWaitEventSet(kw_worker_context, 3);
+	wait_set = CreateWaitEventSet(NULL, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL,
 					  NULL);
 	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, kw_http_socket(), NULL,
 					  NULL);
 
-	pg_atomic_write_u32(&kw_me->procno, (uint32) MyProc->pgprocno);
+	pg_atomic_write_u32(&kw_me->procno, (uint32) MyProcNumber);
 
 	ereport(LOG,
 			(errmsg("konvox_webhooks worker %d of %d started for database \"%s\"",

@@ -55,6 +55,8 @@ sub kw_tls
 # Extra postgresql.conf lines may be given; the defaults make retries quick
 # and let the worker reach the loopback receiver.  With ca_file => 1, or
 # KW_TEST_HTTPS set, konvox_webhooks.ca_file names the test CA of kw_tls().
+# install_path => DIR runs the PostgreSQL installed there (DIR/bin) instead
+# of the one under test.
 sub kw_node
 {
 	my ($name, %opts) = @_;
@@ -62,7 +64,10 @@ sub kw_node
 	  ($opts{ca_file} // $ENV{KW_TEST_HTTPS})
 	  ? "konvox_webhooks.ca_file = '" . kw_tls()->{ca} . "'\n"
 	  : '';
-	my $node = PostgreSQL::Test::Cluster->new($name);
+	my $node = PostgreSQL::Test::Cluster->new($name,
+		defined $opts{install_path}
+		? (install_path => $opts{install_path})
+		: ());
 	$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
 	$node->append_conf(
 		'postgresql.conf', qq{
