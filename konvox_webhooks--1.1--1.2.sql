@@ -70,3 +70,57 @@ END;
 $$;
 COMMENT ON FUNCTION webhooks.rotate_secret(bigint, interval) IS
 'Give an endpoint a new signing secret and return it; until the overlap ends, deliveries are signed with both the new and the old secret (an old secret that cannot sign is dropped)';
+
+---------------------------------------------------------------------------
+-- Headers of an endpoint's own, such as a receiver's credential
+---------------------------------------------------------------------------
+
+-- Checked by the endpoints' BEFORE trigger, like the url and the secret.
+ALTER TABLE webhooks.endpoints ADD COLUMN headers jsonb NOT NULL DEFAULT '{}';
+COMMENT ON COLUMN webhooks.endpoints.headers IS
+'Headers sent with every request to the endpoint, {"Name": "value"}: at most 20, 8 kB in all; values are secrets, like the signing secret';
+
+-- create_endpoint() gains a parameter, so it is a new function: a second
+-- one beside the old would make every call with four arguments or fewer
+-- ambiguous.  EXECUTE granted on the old one must be granted again.
+DROP FUNCTION webhooks.create_endpoint(text, text, text[], text);
+CREATE FUNCTION webhooks.create_endpoint(company_id text, url text,
+                                         events text[],
+                                         description text DEFAULT NULL,
+                                         headers jsonb DEFAULT '{}')
+RETURNS webhooks.endpoints
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO webhooks.endpoints (company_id, url, events, description, headers)
+    VALUES ($1, $2, $3, $4, coalesce($5, '{}'))
+    RETURNING *;
+$$;
+COMMENT ON FUNCTION webhooks.create_endpoint(text, text, text[], text, jsonb) IS
+'Register an endpoint, with headers of its own if given; the returned row holds its generated signing secret';
+
+CREATE FUNCTION webhooks.set_headers(endpoint_id bigint, headers jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE webhooks.endpoints e
+       SET headers = set_headers.headers
+     WHERE e.id = set_headers.endpoint_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint % does not exist', coalesce(set_headers.endpoint_id::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'See SELECT id, company_id, url FROM webhooks.endpoints.';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION webhooks.set_headers(bigint, jsonb) IS
+'Replace the headers an endpoint sends with every request ({} for none); they apply from the next attempt on, retries included';
+
+---------------------------------------------------------------------------
+-- Privileges: PUBLIC gets nothing
+---------------------------------------------------------------------------
+
+REVOKE ALL ON ALL TABLES IN SCHEMA webhooks FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhooks FROM PUBLIC;

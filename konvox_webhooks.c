@@ -682,6 +682,191 @@ kw_before_row(FunctionCallInfo fcinfo, const char *fn)
 }
 
 /*
+ * Is c a character of an HTTP token (RFC 9110, 5.6.2), as header names are?
+ */
+static bool
+kw_token_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		(c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/*
+ * Check an endpoint's headers: a JSON object of at most KW_MAX_HEADERS
+ * string values, KW_MAX_HEADERS_SIZE bytes of names and values in all,
+ * whose names are HTTP tokens that konvox_webhooks does not set itself,
+ * each given once whatever its case, and whose values are one line of
+ * text.  The first problem is reported at elevel (ERROR for the endpoint's
+ * checks) and false returned.  No message shows a value, as values are
+ * often credentials; nor a name that is not a token, which may be a whole
+ * "Authorization: Bearer ..." line.
+ */
+bool
+kw_check_headers(Jsonb *headers, int elevel)
+{
+	static const char *const owned[] = {"Content-Type", "Content-Length",
+		"Host", "webhook-id", "webhook-timestamp", "webhook-signature",
+	"Transfer-Encoding", "Connection"};
+	char	   *names[KW_MAX_HEADERS];
+	int			n = 0;
+	int			size = 0;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_OBJECT(headers))
+	{
+		ereport(elevel,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("endpoint headers must be a JSON object"),
+				 errhint("Give them as {\"X-Api-Key\": \"...\"}, or '{}' for none.")));
+		return false;
+	}
+	if (JB_ROOT_COUNT(headers) > KW_MAX_HEADERS)
+	{
+		ereport(elevel,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many endpoint headers"),
+				 errdetail("%u headers are given; the limit is %d.",
+						   JB_ROOT_COUNT(headers), KW_MAX_HEADERS),
+				 errhint("Send a receiver one credential, not many.")));
+		return false;
+	}
+
+	it = JsonbIteratorInit(&headers->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *name;
+		int			len;
+		int			bad;
+
+		if (tok != WJB_KEY)
+			continue;
+		name = pnstrdup(v.val.string.val, v.val.string.len);
+		len = v.val.string.len;
+		bad = (len == 0) ? 0 : -1;
+		for (int i = 0; i < len && bad < 0; i++)
+		{
+			if (!kw_token_char((unsigned char) name[i]))
+				bad = i;
+		}
+		if (bad >= 0)
+		{
+			unsigned char c = (unsigned char) name[bad];
+
+			ereport(elevel,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid header name"),
+					 len == 0 ?
+					 errdetail("A header name is empty.") :
+					 (c > ' ' && c < 0x7f) ?
+					 errdetail("A header name of %d bytes has '%c' at byte %d.",
+							   len, c, bad + 1) :
+					 errdetail("A header name of %d bytes has byte 0x%02x at byte %d.",
+							   len, c, bad + 1),
+					 errhint("A header name is a token of letters, digits and !#$%%&'*+-.^_`|~, such as X-Api-Key; the value goes in the JSON value.")));
+			return false;
+		}
+		for (int i = 0; i < (int) lengthof(owned); i++)
+		{
+			if (pg_strcasecmp(name, owned[i]) != 0)
+				continue;
+			ereport(elevel,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("header \"%s\" is set by konvox_webhooks", name),
+					 errdetail("Content-Type, Content-Length, Host, webhook-id, webhook-timestamp, webhook-signature, Transfer-Encoding and Connection are the engine's own."),
+					 errhint("Remove it from the endpoint's headers.")));
+			return false;
+		}
+		for (int i = 0; i < n; i++)
+		{
+			if (pg_strcasecmp(name, names[i]) != 0)
+				continue;
+			ereport(elevel,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("header \"%s\" is given twice", name),
+					 errdetail("Header names are case-insensitive: \"%s\" and \"%s\" are the same header.",
+							   names[i], name),
+					 errhint("Keep one of them.")));
+			return false;
+		}
+		names[n++] = name;
+
+		tok = JsonbIteratorNext(&it, &v, true);
+		Assert(tok == WJB_VALUE);
+		if (v.type != jbvString)
+		{
+			ereport(elevel,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("value of header \"%s\" must be a JSON string", name),
+					 errhint("Give each header as \"Name\": \"value\".")));
+			return false;
+		}
+		if (v.val.string.len == 0)
+		{
+			ereport(elevel,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("value of header \"%s\" is empty", name),
+					 errhint("Remove the header, or give it a value.")));
+			return false;
+		}
+		for (int i = 0; i < v.val.string.len; i++)
+		{
+			unsigned char c = (unsigned char) v.val.string.val[i];
+
+			if ((c >= ' ' && c != 0x7f) || c == '\t')
+				continue;
+			ereport(elevel,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("value of header \"%s\" contains a line break or another control character",
+							name),
+					 errdetail("Byte %d of the value is 0x%02x.", i + 1, c),
+					 errhint("A header value is one line of text. The value is not shown, as it may be a secret.")));
+			return false;
+		}
+		size += len + v.val.string.len;
+	}
+
+	if (size > KW_MAX_HEADERS_SIZE)
+	{
+		ereport(elevel,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("endpoint headers are too large"),
+				 errdetail("Their names and values take %d bytes; the limit is %d.",
+						   size, KW_MAX_HEADERS_SIZE),
+				 errhint("Send a receiver a short credential, such as a token, not a document.")));
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Append an endpoint's headers, checked by kw_check_headers, to out as
+ * "Name: value" lines.
+ */
+void
+kw_append_headers(StringInfo out, Jsonb *headers)
+{
+	JsonbIterator *it = JsonbIteratorInit(&headers->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			appendBinaryStringInfo(out, v.val.string.val, v.val.string.len);
+			appendStringInfoString(out, ": ");
+		}
+		else if (tok == WJB_VALUE)
+		{
+			appendBinaryStringInfo(out, v.val.string.val, v.val.string.len);
+			appendStringInfoChar(out, '\n');
+		}
+	}
+}
+
+/*
  * Trigger on webhooks.endpoints: every row, however it is written, gets the
  * checks create_endpoint() promises.
  */
@@ -697,6 +882,7 @@ kw_endpoint_check(PG_FUNCTION_ARGS)
 	const char *problem;
 	Datum		events;
 	bool		isnull;
+	int			attnum;
 	ArrayType  *arr;
 	Datum		args[1];
 	Oid			types[1] = {TEXTARRAYOID};
@@ -740,6 +926,20 @@ kw_endpoint_check(PG_FUNCTION_ARGS)
 	secret = kw_column(tuple, desc, "previous_secret");
 	if (secret != NULL)
 		kw_check_secret(secret);
+
+	/* from version 1.2 of the extension on */
+	attnum = SPI_fnumber(desc, "headers");
+	if (attnum > 0)
+	{
+		Datum		headers = SPI_getbinval(tuple, desc, attnum, &isnull);
+
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("endpoint headers must not be null"),
+					 errhint("Use '{}' for an endpoint without headers of its own.")));
+		kw_check_headers(DatumGetJsonbP(headers), ERROR);
+	}
 
 	events = SPI_getbinval(tuple, desc, SPI_fnumber(desc, "events"), &isnull);
 	arr = isnull ? NULL : DatumGetArrayTypeP(events);

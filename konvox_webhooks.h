@@ -35,6 +35,10 @@
 /* Longest error text recorded for an attempt. */
 #define KW_ERROR_LEN		256
 
+/* Most headers of an endpoint, and most bytes of their names and values. */
+#define KW_MAX_HEADERS		20
+#define KW_MAX_HEADERS_SIZE	8192
+
 /* Settings; see _PG_init for their meaning and defaults. */
 extern char *kw_database_name;
 extern int	kw_max_attempts;
@@ -109,6 +113,8 @@ extern bool kw_in_delivery_worker;
 extern void kw_wake_worker(void);
 extern bool kw_sign(StringInfo out, const char *secret, const char *msg_id,
 					int64 timestamp, const char *body, int body_len);
+extern bool kw_check_headers(Jsonb *headers, int elevel);
+extern void kw_append_headers(StringInfo out, Jsonb *headers);
 
 /* outbox.c */
 extern void kw_outbox_init(void);

@@ -37,6 +37,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -148,6 +149,7 @@ static Oid	kw_extension_oid = InvalidOid;
 static bool kw_extension_missing = false;
 
 static SPIPlanPtr kw_claim_plan = NULL;
+static bool kw_claim_plan_headers = false;	/* it reads ep.headers */
 static SPIPlanPtr kw_next_due_plan = NULL;
 static SPIPlanPtr kw_record_plan = NULL;
 static SPIPlanPtr kw_unsendable_plan = NULL;
@@ -158,6 +160,7 @@ static bool kw_database_exists(const char *name);
 static int	kw_share_of_concurrency(void);
 static void kw_ensure_slots(int n);
 static bool kw_extension_ready(void);
+static bool kw_endpoints_have_headers(void);
 static void kw_claim(int limit);
 static const char *kw_prepare_request(KwRequest *req, HeapTuple tuple,
 									  TupleDesc desc, TimestampTz now);
@@ -706,6 +709,21 @@ kw_extension_ready(void)
 }
 
 /*
+ * Do endpoints have their own headers (version 1.2 of the extension on)?
+ * Called inside a transaction.
+ */
+static bool
+kw_endpoints_have_headers(void)
+{
+	Oid			nsp = get_namespace_oid("webhooks", true);
+	Oid			relid = OidIsValid(nsp) ?
+		get_relname_relid("endpoints", nsp) : InvalidOid;
+
+	return OidIsValid(relid) &&
+		get_attnum(relid, "headers") != InvalidAttrNumber;
+}
+
+/*
  * Read up to limit due deliveries, prepare their requests, commit, and only
  * then start sending them.
  */
@@ -726,13 +744,19 @@ kw_claim(int limit)
 			Datum	   *unsendable_ids = NULL;
 			Datum	   *unsendable_reasons = NULL;
 			int			nunsendable = 0;
+			Oid			claim_types[5] = {TIMESTAMPTZOID, INT8OID, INT4OID,
+			INT4OID, INT4OID};
+			bool		headers = kw_endpoints_have_headers();
 
+			/* read the endpoints' headers once an update has added them */
+			if (kw_claim_plan != NULL && kw_claim_plan_headers != headers)
+			{
+				SPI_freeplan(kw_claim_plan);
+				kw_claim_plan = NULL;
+			}
 			if (kw_claim_plan == NULL)
 			{
-				Oid			types[5] = {TIMESTAMPTZOID, INT8OID, INT4OID, INT4OID,
-				INT4OID};
-
-				kw_claim_plan = kw_keep_plan(
+				kw_claim_plan = kw_keep_plan(psprintf(
 					"SELECT d.id, d.attempts, d.next_attempt_at, ev.id,"
 					"       ev.event, ev.company_id, ev.created_at, ev.data,"
 					"       ep.url, ep.secret,"
@@ -743,22 +767,28 @@ kw_claim(int limit)
 					"            WHEN ep.company_id <> ev.company_id"
 					"            THEN 'endpoint belongs to another company' END,"
 					"       ev.id IS NULL OR (ep.id IS NULL AND d.endpoint_id >"
-					"           (SELECT last_value FROM webhooks.endpoints_id_seq))"
+					"           (SELECT last_value FROM webhooks.endpoints_id_seq)),"
+					"       %s"
 					"  FROM webhooks.deliveries d"
 					"  LEFT JOIN webhooks.events ev ON ev.id = d.event_id"
 					"  LEFT JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id"
 					" WHERE d.status = 'pending'"
 					"   AND d.next_attempt_at <= now()"
 					"   AND (d.next_attempt_at, d.id) > ($1, $2)"
-					"   AND d.id % $4 = $5"
+					"   AND d.id %% $4 = $5"
 					" ORDER BY d.next_attempt_at, d.id"
 					" LIMIT $3",
-					5, types);
+					headers ? "ep.headers" : "NULL::jsonb"),
+					5, claim_types);
+				kw_claim_plan_headers = headers;
+			}
+			if (kw_next_due_plan == NULL)
+			{
 				kw_next_due_plan = kw_keep_plan(
 					"SELECT min(next_attempt_at) FROM webhooks.deliveries"
 					" WHERE status = 'pending' AND next_attempt_at > now()"
 					"   AND id % $1 = $2",
-					2, types + 3);
+					2, claim_types + 3);
 			}
 			if (kw_unsendable_plan == NULL)
 			{
@@ -928,6 +958,7 @@ kw_prepare_request(KwRequest *req, HeapTuple tuple, TupleDesc desc,
 	char	   *secret;
 	char	   *previous_secret;
 	Jsonb	   *data;
+	Datum		headers;
 	int64		unix_now;
 
 	req->delivery_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
@@ -998,6 +1029,19 @@ kw_prepare_request(KwRequest *req, HeapTuple tuple, TupleDesc desc,
 		if (!kw_sign(&req->headers, previous_secret, event_id, unix_now,
 					 req->body.data, req->body.len))
 			req->headers.data[req->headers.len = len] = '\0';
+	}
+
+	/*
+	 * The endpoint's own headers, checked again: a restore with triggers
+	 * disabled bypasses the endpoint's checks.
+	 */
+	headers = SPI_getbinval(tuple, desc, 14, &isnull);
+	if (!isnull)
+	{
+		if (!kw_check_headers(DatumGetJsonbP(headers), DEBUG1))
+			return "not sent: the endpoint's headers are not valid; set them again with webhooks.set_headers()";
+		appendStringInfoChar(&req->headers, '\n');
+		kw_append_headers(&req->headers, DatumGetJsonbP(headers));
 	}
 	return NULL;
 }

@@ -418,6 +418,14 @@ like(
 	'the listing shows the columns added by 1.1');
 like(sql("SELECT string_agg(x, E'\\n') FROM ($catalog{indexes}) s(x)"),
 	qr/deliveries_redelivery_idx/, 'and the indexes');
+like(
+	sql(
+		"SELECT string_agg(x, E'\\n') FROM ($catalog{columns}) s(x)", 'fresh'),
+	qr/^endpoints\.headers jsonb not null identity= generated= default='\{\}'::jsonb /m,
+	'the listing shows the columns added by 1.2');
+like(sql("SELECT string_agg(x, E'\\n') FROM ($catalog{functions}) s(x)"),
+	qr/^webhooks\.set_headers\(bigint,jsonb\) /m,
+	'and the functions');
 
 $node->stop;
 done_testing();
