@@ -119,6 +119,138 @@ COMMENT ON FUNCTION webhooks.set_headers(bigint, jsonb) IS
 'Replace the headers an endpoint sends with every request ({} for none); they apply from the next attempt on, retries included';
 
 ---------------------------------------------------------------------------
+-- Idempotent emit
+---------------------------------------------------------------------------
+
+-- An event keeps its key, so a key is unique for as long as the event is
+-- kept (konvox_webhooks.retention).  emit() without a key writes NULL
+-- there, which the partial index leaves out.
+ALTER TABLE webhooks.events ADD COLUMN idempotency_key text;
+COMMENT ON COLUMN webhooks.events.idempotency_key IS
+'The idempotency key given to emit(), if any: unique per company and event type';
+CREATE UNIQUE INDEX events_idempotency_idx
+    ON webhooks.events (company_id, event, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+COMMENT ON INDEX webhooks.events_idempotency_idx IS
+'One event per company, event type and idempotency key';
+
+-- A second emit() beside the first rather than one with a default: the
+-- three-argument function keeps its grants, the triggers and functions of
+-- the application that depend on it, and the deployment scripts that name
+-- it; a call with three arguments resolves to it as before, at the same
+-- cost.  Without a default on either, no call is ambiguous.
+CREATE FUNCTION webhooks.emit(event text, company_id text, data jsonb,
+                              idempotency_key text)
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'kw_emit'
+LANGUAGE C VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION webhooks.emit(text, text, jsonb, text) IS
+'emit() with an idempotency key: if the company already has an event of this type with this key, return its id and write nothing; a NULL key is emit() without one';
+
+CREATE OR REPLACE FUNCTION webhooks.emit_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r       jsonb;
+    data    jsonb := '{}';
+    pair    text;
+    field   text;
+    col     text;
+    key_col text;
+    npairs  integer := 0;
+BEGIN
+    IF TG_LEVEL <> 'ROW' OR TG_NARGS < 2 THEN
+        RAISE EXCEPTION 'webhooks.emit_trigger() needs a row trigger with at least two arguments'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'EXECUTE FUNCTION webhooks.emit_trigger(''enrollment.created'', ''company_id'', ''enrollmentId=id'', ...)';
+    END IF;
+
+    IF TG_OP = 'DELETE' THEN
+        r := to_jsonb(OLD);
+    ELSE
+        r := to_jsonb(NEW);
+    END IF;
+
+    IF NOT r ? TG_ARGV[1] THEN
+        RAISE EXCEPTION 'column "%" does not exist in table %', TG_ARGV[1], TG_TABLE_NAME
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'The second argument of webhooks.emit_trigger() names the column holding the company id.';
+    END IF;
+
+    -- 'idempotency_key:column' takes the key from a column; it has no '=',
+    -- so no field=column pair can be mistaken for it
+    FOR i IN 2 .. TG_NARGS - 1 LOOP
+        IF left(TG_ARGV[i], 16) = 'idempotency_key:' THEN
+            IF key_col IS NOT NULL THEN
+                RAISE EXCEPTION 'webhooks.emit_trigger() has two idempotency_key arguments'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Name the column holding the key once, as ''idempotency_key:column''.';
+            END IF;
+            key_col := substr(TG_ARGV[i], 17);
+            IF NOT r ? key_col THEN
+                RAISE EXCEPTION 'column "%" does not exist in table %', key_col, TG_TABLE_NAME
+                    USING ERRCODE = 'undefined_column',
+                          HINT = format('Argument "%s" names the column holding the idempotency key.', TG_ARGV[i]);
+            END IF;
+        ELSE
+            npairs := npairs + 1;
+        END IF;
+    END LOOP;
+
+    IF npairs = 0 THEN
+        -- contact_id -> contactId; written out here rather than in a helper
+        -- function, so that a role that may only execute emit() can fire it
+        SELECT coalesce(jsonb_object_agg(
+                   (SELECT string_agg(CASE WHEN p.i = 1 THEN p.part
+                                           ELSE upper(left(p.part, 1)) ||
+                                                substr(p.part, 2) END,
+                                      '' ORDER BY p.i)
+                      FROM unnest(string_to_array(j.key, '_'))
+                           WITH ORDINALITY AS p(part, i)),
+                   j.value), '{}')
+          INTO data
+          FROM jsonb_each(r - TG_ARGV[1]) AS j;
+    ELSE
+        FOR i IN 2 .. TG_NARGS - 1 LOOP
+            pair := TG_ARGV[i];
+            CONTINUE WHEN left(pair, 16) = 'idempotency_key:';
+            field := split_part(pair, '=', 1);
+            col := substr(pair, length(field) + 2);
+            IF position('=' IN pair) = 0 OR field = '' OR col = '' THEN
+                RAISE EXCEPTION 'invalid argument "%" to webhooks.emit_trigger()', pair
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Map a data field to a column as field=column, e.g. ''contactId=contact_id'', or name the key''s column as ''idempotency_key:column''.';
+            END IF;
+            IF NOT r ? col THEN
+                RAISE EXCEPTION 'column "%" does not exist in table %', col, TG_TABLE_NAME
+                    USING ERRCODE = 'undefined_column',
+                          HINT = format('Argument "%s" maps field %s to a column of the row.', pair, field);
+            END IF;
+            data := data || jsonb_build_object(field, r -> col);
+        END LOOP;
+    END IF;
+
+    -- the three-argument emit() when there is no key column, so that a
+    -- role granted only that one can fire the trigger as before
+    IF key_col IS NULL THEN
+        PERFORM webhooks.emit(TG_ARGV[0], r ->> TG_ARGV[1], data);
+    ELSE
+        PERFORM webhooks.emit(TG_ARGV[0], r ->> TG_ARGV[1], data, r ->> key_col);
+    END IF;
+
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION webhooks.emit_trigger() IS
+'Row trigger: emit_trigger(event, company_column, field=column, ..., [idempotency_key:column]) emits event with data built from NEW (OLD on DELETE), keyed by that column if named';
+
+---------------------------------------------------------------------------
 -- Privileges: PUBLIC gets nothing
 ---------------------------------------------------------------------------
 

@@ -79,6 +79,7 @@ bool		kw_in_delivery_worker = false;
 void		_PG_init(void);
 
 static void kw_check_company_id(text *company_id);
+static void kw_check_idempotency_key(text *key);
 static bool kw_check_ca_file(char **newval, void **extra, GucSource source);
 
 PG_FUNCTION_INFO_V1(kw_emit);
@@ -531,12 +532,13 @@ kw_wake_worker_sql(PG_FUNCTION_ARGS)
 }
 
 /*
- * webhooks.emit(event, company_id, data) RETURNS uuid
+ * webhooks.emit(event, company_id, data [, idempotency_key]) RETURNS uuid
  *
  * Validate, then write the event and its deliveries in the caller's
- * transaction (see outbox.c), and have the worker woken at commit.
- * Declared SECURITY DEFINER with a pinned search_path, so an application
- * role needs no privilege on the tables.
+ * transaction (see outbox.c), and have the worker woken at commit.  With a
+ * key that the company already used for the event type, write nothing and
+ * return the id of that event.  Declared SECURITY DEFINER with a pinned
+ * search_path, so an application role needs no privilege on the tables.
  */
 Datum
 kw_emit(PG_FUNCTION_ARGS)
@@ -544,6 +546,7 @@ kw_emit(PG_FUNCTION_ARGS)
 	text	   *event;
 	text	   *company_id;
 	Jsonb	   *data;
+	text	   *key;
 	char	   *event_name;
 	Datum		id;
 	Size		size;
@@ -569,9 +572,12 @@ kw_emit(PG_FUNCTION_ARGS)
 	event = PG_GETARG_TEXT_PP(0);
 	company_id = PG_GETARG_TEXT_PP(1);
 	data = PG_GETARG_JSONB_P(2);
+	key = (PG_NARGS() > 3 && !PG_ARGISNULL(3)) ? PG_GETARG_TEXT_PP(3) : NULL;
 	event_name = text_to_cstring(event);
 
 	kw_check_company_id(company_id);
+	if (key != NULL)
+		kw_check_idempotency_key(key);
 
 	size = VARSIZE(data) - VARHDRSZ;
 	if (size > (Size) kw_max_payload_size)
@@ -585,10 +591,43 @@ kw_emit(PG_FUNCTION_ARGS)
 	kw_validate_event(event_name, data);
 
 	id = DirectFunctionCall1(kw_new_event_id, (Datum) 0);
+	if (key != NULL)
+	{
+		pg_uuid_t  *result;
+		int			ndeliveries;
+
+		result = kw_write_keyed_event(DatumGetUUIDP(id), event, company_id,
+									  data, key, &ndeliveries);
+		if (ndeliveries > 0)
+			kw_wake_worker();
+		PG_RETURN_UUID_P(result);
+	}
 	if (kw_write_event(DatumGetUUIDP(id), event, company_id, data) > 0)
 		kw_wake_worker();
 
 	PG_RETURN_DATUM(id);
+}
+
+/*
+ * An idempotency key must not be empty, which is more likely a bug than a
+ * key, and short enough for the index of keys.
+ */
+static void
+kw_check_idempotency_key(text *key)
+{
+	int			len = VARSIZE_ANY_EXHDR(key);
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("idempotency_key must not be empty"),
+				 errhint("Pass NULL for an event without a key.")));
+	if (len > KW_MAX_ID_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("idempotency_key is too long"),
+				 errdetail("It takes %d bytes; the limit is %d.", len, KW_MAX_ID_LEN),
+				 errhint("Use a request id, or a hash of what identifies the event.")));
 }
 
 /*

@@ -124,6 +124,9 @@ extern void kw_check_event_type(const char *name, Jsonb *fields,
 								Jsonb *sample);
 extern int	kw_write_event(pg_uuid_t *id, text *event, text *company_id,
 						   Jsonb *data);
+extern pg_uuid_t *kw_write_keyed_event(pg_uuid_t *id, text *event,
+									   text *company_id, Jsonb *data,
+									   text *key, int *ndeliveries);
 
 /* worker.c */
 extern PGDLLEXPORT void kw_launcher_main(Datum main_arg);

@@ -423,8 +423,16 @@ like(
 		"SELECT string_agg(x, E'\\n') FROM ($catalog{columns}) s(x)", 'fresh'),
 	qr/^endpoints\.headers jsonb not null identity= generated= default='\{\}'::jsonb /m,
 	'the listing shows the columns added by 1.2');
+like(
+	sql(
+		"SELECT string_agg(x, E'\\n') FROM ($catalog{columns}) s(x)", 'fresh'),
+	qr/^events\.idempotency_key text identity= generated= default=- /m,
+	'the key of idempotent emits');
+like(sql("SELECT string_agg(x, E'\\n') FROM ($catalog{indexes}) s(x)"),
+	qr/CREATE UNIQUE INDEX events_idempotency_idx .* WHERE \(idempotency_key IS NOT NULL\)/,
+	'and its index');
 like(sql("SELECT string_agg(x, E'\\n') FROM ($catalog{functions}) s(x)"),
-	qr/^webhooks\.set_headers\(bigint,jsonb\) /m,
+	qr/^webhooks\.emit\(text,text,jsonb,text\) .*^webhooks\.set_headers\(bigint,jsonb\) /ms,
 	'and the functions');
 
 $node->stop;
