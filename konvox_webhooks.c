@@ -64,6 +64,8 @@ int			kw_retention = 30 * 24 * 3600;
 int			kw_max_payload_size = 256 * 1024;
 bool		kw_allow_private_targets = false;
 char	   *kw_ca_file = NULL;
+char	   *kw_proxy = NULL;
+char	   *kw_no_proxy = NULL;
 
 KwSharedState *kw_shared = NULL;
 
@@ -81,6 +83,8 @@ void		_PG_init(void);
 static void kw_check_company_id(text *company_id);
 static void kw_check_idempotency_key(text *key);
 static bool kw_check_ca_file(char **newval, void **extra, GucSource source);
+static bool kw_check_proxy(char **newval, void **extra, GucSource source);
+static bool kw_check_no_proxy(char **newval, void **extra, GucSource source);
 
 PG_FUNCTION_INFO_V1(kw_emit);
 PG_FUNCTION_INFO_V1(kw_new_event_id);
@@ -198,6 +202,49 @@ kw_check_ca_file(char **newval, void **extra, GucSource source)
 }
 
 /*
+ * Check hook of konvox_webhooks.proxy: empty, or http://[user:password@]
+ * host:port.  The value is not repeated in the message: it may hold the
+ * proxy's password.
+ */
+static bool
+kw_check_proxy(char **newval, void **extra, GucSource source)
+{
+	const char *problem;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	problem = kw_http_check_proxy(*newval);
+	if (problem != NULL)
+	{
+		GUC_check_errdetail("%s", problem);
+		GUC_check_errhint("Give the proxy as http://host:port, or http://user:password@host:port, or leave it empty for none.");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Check hook of konvox_webhooks.no_proxy: a comma-separated list of host
+ * names, IP addresses and CIDR ranges, or *.
+ */
+static bool
+kw_check_no_proxy(char **newval, void **extra, GucSource source)
+{
+	const char *problem;
+
+	if (*newval == NULL)
+		return true;
+	problem = kw_http_check_no_proxy(*newval);
+	if (problem != NULL)
+	{
+		GUC_check_errdetail("%s", problem);
+		GUC_check_errhint("List host names (a name covers its subdomains), IP addresses and CIDR ranges, separated by commas, or * for every host.");
+		return false;
+	}
+	return true;
+}
+
+/*
  * Module load: settings, shared memory, the commit hook and the worker.
  */
 void
@@ -300,6 +347,24 @@ _PG_init(void)
 							   PGC_SIGHUP,
 							   0,
 							   kw_check_ca_file, NULL, NULL);
+
+	DefineCustomStringVariable("konvox_webhooks.proxy",
+							   "HTTP proxy that deliveries go through, as http://host:port.",
+							   "Empty: deliveries connect to receivers directly. Each request goes through a CONNECT tunnel; proxy settings in the server's environment are ignored.",
+							   &kw_proxy,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   kw_check_proxy, NULL, NULL);
+
+	DefineCustomStringVariable("konvox_webhooks.no_proxy",
+							   "Receivers reached directly although konvox_webhooks.proxy is set.",
+							   "Host names (each with its subdomains), IP addresses and CIDR ranges, separated by commas; * for every host.",
+							   &kw_no_proxy,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   kw_check_no_proxy, NULL, NULL);
 
 	MarkGUCPrefixReserved("konvox_webhooks");
 

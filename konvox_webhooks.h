@@ -50,6 +50,8 @@ extern int	kw_retention;
 extern int	kw_max_payload_size;
 extern bool kw_allow_private_targets;
 extern char *kw_ca_file;
+extern char *kw_proxy;
+extern char *kw_no_proxy;
 
 /* Most delivery workers konvox_webhooks.workers may ask for. */
 #define KW_MAX_WORKERS		16
@@ -101,6 +103,8 @@ typedef struct KwRequest
 	/* private to http.c */
 	void	   *easy;
 	void	   *header_list;
+	bool		via_proxy;		/* sent through konvox_webhooks.proxy */
+	bool		reached;		/* connected to the receiver (tunnel up) */
 	int			addresses_tried;	/* connections libcurl tried to open */
 	int			addresses_refused;	/* of which not allowed */
 	char		refused_addresses[KW_ERROR_LEN];	/* for the server log */
@@ -144,5 +148,7 @@ extern KwRequest *kw_http_next_done(void);
 extern bool kw_http_has_done(void);
 extern int	kw_http_in_flight(void);
 extern const char *kw_http_check_url(const char *url);
+extern const char *kw_http_check_proxy(const char *proxy);
+extern const char *kw_http_check_no_proxy(const char *no_proxy);
 
 #endif							/* KONVOX_WEBHOOKS_H */
