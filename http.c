@@ -914,28 +914,46 @@ kw_finish(KwRequest *req, CURLcode result, bool transferred)
 		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &code);
 	req->status_code = (int) code;
 
+	req->outcome = (result == CURLE_OPERATION_TIMEDOUT) ?
+		KW_OUTCOME_TIMEOUT : KW_OUTCOME_NETWORK;
 	if (req->error[0] != '\0')
 	{
 		/* not sent at all; the caller has said why */
+		req->outcome = KW_OUTCOME_NOT_SENT;
 	}
 	else if (result == CURLE_OK && code >= 200 && code <= 299)
+	{
 		req->succeeded = true;
+		req->outcome = KW_OUTCOME_SUCCESS;
+	}
 	else if (result == CURLE_OK)
+	{
 		snprintf(req->error, sizeof(req->error), "HTTP %ld", code);
+		req->outcome = KW_OUTCOME_HTTP_ERROR;
+	}
 	else if (transferred && req->via_proxy && !req->reached &&
 			 kw_proxy_error(req, result))
 	{
 		/* the proxy failed us before the receiver could answer */
+		req->outcome = KW_OUTCOME_PROXY;
 	}
 	else if (req->addresses_refused > 0 &&
 			 req->addresses_refused == req->addresses_tried)
+	{
 		strlcpy(req->error, "address not allowed", sizeof(req->error));
+		req->outcome = KW_OUTCOME_REFUSED;
+	}
 	else if (req->addresses_refused > 0)
 		snprintf(req->error, sizeof(req->error),
 				 "%s (%d of %d addresses not allowed)",
 				 curl_easy_strerror(result), req->addresses_refused,
 				 req->addresses_tried);
-	else if (!kw_tls_error(req, result))
+	else if (kw_tls_error(req, result))
+	{
+		if (result != CURLE_OPERATION_TIMEDOUT)
+			req->outcome = KW_OUTCOME_TLS;
+	}
+	else
 		strlcpy(req->error, curl_easy_strerror(result), sizeof(req->error));
 
 	if (req->addresses_refused > 0)

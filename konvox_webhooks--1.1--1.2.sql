@@ -251,6 +251,65 @@ COMMENT ON FUNCTION webhooks.emit_trigger() IS
 'Row trigger: emit_trigger(event, company_column, field=column, ..., [idempotency_key:column]) emits event with data built from NEW (OLD on DELETE), keyed by that column if named';
 
 ---------------------------------------------------------------------------
+-- Metrics, for Prometheus
+---------------------------------------------------------------------------
+
+-- Counters kept in shared memory by the workers, from the server's start:
+-- true counters, which retention cannot make go down as it would a count
+-- of rows.
+CREATE FUNCTION webhooks.delivery_counters(OUT delivered bigint,
+                                           OUT failed bigint,
+                                           OUT since timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'kw_delivery_counters'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION webhooks.delivery_counters() IS
+'Deliveries the workers have recorded as delivered and as failed since the server started (since)';
+
+CREATE FUNCTION webhooks.attempt_counters(OUT outcome text, OUT attempts bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'kw_attempt_counters'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION webhooks.attempt_counters() IS
+'Attempts the workers have recorded since the server started, by outcome: success, http_error, timeout, network, tls, proxy, address_refused, not_sent';
+
+-- What monitoring reads, in one row, named as Prometheus names metrics.
+-- SECURITY DEFINER, so that a monitoring role needs EXECUTE on it and no
+-- privilege on the tables.
+CREATE FUNCTION webhooks.metrics(OUT workers integer,
+                                 OUT workers_running integer,
+                                 OUT requests_in_flight integer,
+                                 OUT deliveries_pending bigint,
+                                 OUT deliveries_due bigint,
+                                 OUT oldest_due_delivery_age_seconds double precision,
+                                 OUT deliveries_delivered_total bigint,
+                                 OUT deliveries_failed_total bigint)
+LANGUAGE sql
+VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT w.workers, w.running, w.in_flight,
+           q.pending, q.due, q.oldest,
+           c.delivered, c.failed
+      FROM (SELECT count(*)::integer AS workers,
+                   count(*) FILTER (WHERE s.pid <> 0)::integer AS running,
+                   coalesce(sum(s.in_flight), 0)::integer AS in_flight
+              FROM webhooks._worker_slots() s) w,
+           (SELECT count(*) AS pending,
+                   count(*) FILTER (WHERE d.next_attempt_at <= now()) AS due,
+                   coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                                    FILTER (WHERE d.next_attempt_at <= now())),
+                            0)::double precision AS oldest
+              FROM webhooks.deliveries d
+             WHERE d.status = 'pending') q,
+           webhooks.delivery_counters() c;
+$$;
+COMMENT ON FUNCTION webhooks.metrics() IS
+'For monitoring: delivery workers configured and running, requests in flight, pending and due deliveries, how long the oldest due delivery has been due (s), and the delivered and failed counters';
+
+---------------------------------------------------------------------------
 -- Privileges: PUBLIC gets nothing
 ---------------------------------------------------------------------------
 

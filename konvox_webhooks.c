@@ -15,6 +15,7 @@
 
 #include <unistd.h>
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -69,6 +70,11 @@ char	   *kw_no_proxy = NULL;
 
 KwSharedState *kw_shared = NULL;
 
+const char *const kw_outcome_names[KW_NUM_OUTCOMES] = {
+	"success", "http_error", "timeout", "network", "tls", "proxy",
+	"address_refused", "not_sent"
+};
+
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -93,6 +99,8 @@ PG_FUNCTION_INFO_V1(kw_sign_sql);
 PG_FUNCTION_INFO_V1(kw_wake_worker_sql);
 PG_FUNCTION_INFO_V1(kw_wake_trigger);
 PG_FUNCTION_INFO_V1(kw_worker_slots);
+PG_FUNCTION_INFO_V1(kw_delivery_counters);
+PG_FUNCTION_INFO_V1(kw_attempt_counters);
 PG_FUNCTION_INFO_V1(kw_endpoint_check);
 PG_FUNCTION_INFO_V1(kw_event_type_check);
 
@@ -129,6 +137,11 @@ kw_shmem_startup(void)
 			pg_atomic_init_u32(&kw_shared->workers[i].pid, 0);
 			pg_atomic_init_u32(&kw_shared->workers[i].in_flight, 0);
 		}
+		kw_shared->counted_since = GetCurrentTimestamp();
+		pg_atomic_init_u64(&kw_shared->delivered, 0);
+		pg_atomic_init_u64(&kw_shared->failed, 0);
+		for (int i = 0; i < KW_NUM_OUTCOMES; i++)
+			pg_atomic_init_u64(&kw_shared->attempts[i], 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -752,6 +765,62 @@ kw_worker_slots(PG_FUNCTION_ARGS)
 		values[0] = Int32GetDatum(i + 1);
 		values[1] = Int32GetDatum((int32) pg_atomic_read_u32(&kw_shared->workers[i].pid));
 		values[2] = Int32GetDatum((int32) pg_atomic_read_u32(&kw_shared->workers[i].in_flight));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * Count a recorded attempt, and the delivery it finished if it did; called
+ * by a worker once the transaction that recorded them has committed.
+ */
+void
+kw_count_attempt(KwOutcome outcome, bool delivered, bool failed)
+{
+	pg_atomic_fetch_add_u64(&kw_shared->attempts[outcome], 1);
+	if (delivered)
+		pg_atomic_fetch_add_u64(&kw_shared->delivered, 1);
+	if (failed)
+		pg_atomic_fetch_add_u64(&kw_shared->failed, 1);
+}
+
+/*
+ * webhooks.delivery_counters(): the deliveries the workers have recorded
+ * as delivered and as failed, and since when they count.
+ */
+Datum
+kw_delivery_counters(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = Int64GetDatum((int64) pg_atomic_read_u64(&kw_shared->delivered));
+	values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&kw_shared->failed));
+	values[2] = TimestampTzGetDatum(kw_shared->counted_since);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc),
+													  values, nulls)));
+}
+
+/*
+ * webhooks.attempt_counters(): the attempts the workers have recorded, one
+ * row per outcome.
+ */
+Datum
+kw_attempt_counters(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < KW_NUM_OUTCOMES; i++)
+	{
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+
+		values[0] = CStringGetTextDatum(kw_outcome_names[i]);
+		values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&kw_shared->attempts[i]));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

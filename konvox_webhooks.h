@@ -67,9 +67,38 @@ typedef struct KwWorkerSlot
 	pg_atomic_uint32 in_flight; /* requests handed to libcurl */
 } KwWorkerSlot;
 
+/*
+ * What an attempt came to, for the attempt counters; kw_outcome_names
+ * holds the label of each.
+ */
+typedef enum KwOutcome
+{
+	KW_OUTCOME_SUCCESS,			/* a 2xx answer */
+	KW_OUTCOME_HTTP_ERROR,		/* another answer */
+	KW_OUTCOME_TIMEOUT,			/* no answer within request_timeout */
+	KW_OUTCOME_NETWORK,			/* no connection, a reset, no DNS answer */
+	KW_OUTCOME_TLS,				/* a certificate not accepted, a handshake */
+	KW_OUTCOME_PROXY,			/* the proxy failed before the tunnel opened */
+	KW_OUTCOME_REFUSED,			/* address not allowed */
+	KW_OUTCOME_NOT_SENT,		/* found unfit to send */
+	KW_NUM_OUTCOMES
+} KwOutcome;
+
+extern const char *const kw_outcome_names[KW_NUM_OUTCOMES];
+
 typedef struct KwSharedState
 {
 	KwWorkerSlot workers[KW_MAX_WORKERS];
+
+	/*
+	 * Counters since the server started, for monitoring: added to by the
+	 * workers once the outcomes they count are committed, and never reset
+	 * otherwise, so that rates can be taken of them.
+	 */
+	TimestampTz counted_since;
+	pg_atomic_uint64 delivered; /* deliveries recorded as delivered */
+	pg_atomic_uint64 failed;	/* deliveries recorded as failed */
+	pg_atomic_uint64 attempts[KW_NUM_OUTCOMES];
 } KwSharedState;
 
 extern KwSharedState *kw_shared;
@@ -97,6 +126,7 @@ typedef struct KwRequest
 	int			status_code;	/* 0 when no response came */
 	bool		succeeded;		/* 2xx */
 	char		error[KW_ERROR_LEN];	/* empty on success */
+	KwOutcome	outcome;
 	char	   *response;		/* KW_RESPONSE_BODY_CAP + 1 bytes */
 	int			response_len;
 
@@ -117,6 +147,7 @@ extern bool kw_in_delivery_worker;
 extern void kw_wake_worker(void);
 extern bool kw_sign(StringInfo out, const char *secret, const char *msg_id,
 					int64 timestamp, const char *body, int body_len);
+extern void kw_count_attempt(KwOutcome outcome, bool delivered, bool failed);
 extern bool kw_check_headers(Jsonb *headers, int elevel);
 extern void kw_append_headers(StringInfo out, Jsonb *headers);
 

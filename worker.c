@@ -1104,6 +1104,7 @@ kw_record_batch(KwRequest **reqs, int nreqs)
 {
 	MemoryContext old = CurrentMemoryContext;
 	volatile bool ok = true;
+	char	   *final = palloc0(nreqs); /* 'd'elivered, 'f'ailed, 'p'ending */
 
 	PG_TRY();
 	{
@@ -1192,6 +1193,7 @@ kw_record_batch(KwRequest **reqs, int nreqs)
 						(TimestampTz) (delay_ms * 1000.0);
 				}
 
+				final[r] = status[0];
 				ids[i] = Int64GetDatum(req->delivery_id);
 				attempts[i] = Int32GetDatum(req->attempt);
 				statuses[i] = CStringGetTextDatum(status);
@@ -1242,6 +1244,14 @@ kw_record_batch(KwRequest **reqs, int nreqs)
 			}
 		}
 		kw_commit();
+
+		/* committed: now they count */
+		for (int r = 0; r < nreqs; r++)
+		{
+			if (final[r] != '\0')
+				kw_count_attempt(reqs[r]->outcome, final[r] == 'd',
+								 final[r] == 'f');
+		}
 	}
 	PG_CATCH();
 	{

@@ -431,9 +431,17 @@ like(
 like(sql("SELECT string_agg(x, E'\\n') FROM ($catalog{indexes}) s(x)"),
 	qr/CREATE UNIQUE INDEX events_idempotency_idx .* WHERE \(idempotency_key IS NOT NULL\)/,
 	'and its index');
-like(sql("SELECT string_agg(x, E'\\n') FROM ($catalog{functions}) s(x)"),
-	qr/^webhooks\.emit\(text,text,jsonb,text\) .*^webhooks\.set_headers\(bigint,jsonb\) /ms,
-	'and the functions');
+my $functions =
+  sql("SELECT string_agg(x, E'\\n') FROM ($catalog{functions}) s(x)");
+for my $f (
+	'set_headers(bigint,jsonb)', 'create_endpoint(text,text,text[],text,jsonb)',
+	'emit(text,text,jsonb,text)', 'metrics()',
+	'delivery_counters()', 'attempt_counters()')
+{
+	like($functions, qr/^webhooks\.\Q$f\E /m, "and the function $f");
+}
+unlike($functions, qr/^webhooks\.create_endpoint\(text,text,text\[\],text\) /m,
+	'and not the create_endpoint() that 1.2 replaced');
 
 $node->stop;
 done_testing();
