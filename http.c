@@ -490,7 +490,7 @@ kw_prereq_cb(void *clientp, char *primary_ip, char *local_ip,
 	KwRequest  *req = (KwRequest *) clientp;
 	struct sockaddr_storage ss;
 
-	/* connected, through the proxy's tunnel if any: the rest is the receiver's */
+	/* connected, through the proxy's tunnel if any: the rest is theirs */
 	req->reached = true;
 	if (kw_allow_private_targets || req->via_proxy)
 		return CURL_PREREQFUNC_OK;
@@ -1146,7 +1146,9 @@ kw_no_proxy_scan(const char *list, const char *host, const KwAddress *addr,
 			end--;
 		if (end > start)
 		{
-			bool		hit = kw_no_proxy_entry(start, end - start, host, addr);
+			bool		hit;
+
+			hit = kw_no_proxy_entry(start, end - start, host, addr);
 
 			if (host != NULL && hit)
 				return start;
@@ -1193,7 +1195,8 @@ kw_route(KwRequest *req)
 		literal = kw_parse_address(host, strlen(host), &addr);
 		req->via_proxy = (kw_no_proxy == NULL ||
 						  kw_no_proxy_scan(kw_no_proxy, host,
-										   literal ? &addr : NULL, &bad) == NULL);
+										   literal ? &addr : NULL,
+										   &bad) == NULL);
 		if (req->via_proxy && literal && !kw_allow_private_targets &&
 			!kw_literal_allowed(&addr))
 		{

@@ -797,8 +797,10 @@ kw_delivery_counters(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	values[0] = Int64GetDatum((int64) pg_atomic_read_u64(&kw_shared->delivered));
-	values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&kw_shared->failed));
+	values[0] = Int64GetDatum((int64)
+							  pg_atomic_read_u64(&kw_shared->delivered));
+	values[1] = Int64GetDatum((int64)
+							  pg_atomic_read_u64(&kw_shared->failed));
 	values[2] = TimestampTzGetDatum(kw_shared->counted_since);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc),
 													  values, nulls)));
@@ -820,7 +822,8 @@ kw_attempt_counters(PG_FUNCTION_ARGS)
 		bool		nulls[2] = {false, false};
 
 		values[0] = CStringGetTextDatum(kw_outcome_names[i]);
-		values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&kw_shared->attempts[i]));
+		values[1] = Int64GetDatum((int64)
+								  pg_atomic_read_u64(&kw_shared->attempts[i]));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -77,8 +77,8 @@ typedef enum KwOutcome
 	KW_OUTCOME_HTTP_ERROR,		/* another answer */
 	KW_OUTCOME_TIMEOUT,			/* no answer within request_timeout */
 	KW_OUTCOME_NETWORK,			/* no connection, a reset, no DNS answer */
-	KW_OUTCOME_TLS,				/* a certificate not accepted, a handshake */
-	KW_OUTCOME_PROXY,			/* the proxy failed before the tunnel opened */
+	KW_OUTCOME_TLS,				/* certificate not accepted, handshake */
+	KW_OUTCOME_PROXY,			/* the proxy failed, before the tunnel */
 	KW_OUTCOME_REFUSED,			/* address not allowed */
 	KW_OUTCOME_NOT_SENT,		/* found unfit to send */
 	KW_NUM_OUTCOMES

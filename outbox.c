@@ -23,6 +23,11 @@
  *   and their only triggers wake the worker for rows written by SQL, which
  *   emit() does itself at commit.
  *
+ * An event with an idempotency key is the exception: its row goes through
+ * INSERT ... ON CONFLICT DO NOTHING, which alone can wait for a concurrent
+ * insert of the same key and tell whether it committed; its deliveries are
+ * written as any others.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -149,6 +154,8 @@ static bool kw_layout_valid = false;
 
 static SPIPlanPtr kw_load_types_plan = NULL;
 static SPIPlanPtr kw_load_endpoints_plan = NULL;
+static SPIPlanPtr kw_keyed_insert_plan = NULL;
+static SPIPlanPtr kw_keyed_lookup_plan = NULL;
 
 PG_FUNCTION_INFO_V1(kw_cache_invalidate);
 
@@ -826,8 +833,10 @@ static int
 kw_subscribed_endpoints(text *company_id, const char *event_name,
 						int64 **ids)
 {
-	KwCompanyEntry *company = kw_company_endpoints(text_to_cstring(company_id));
+	KwCompanyEntry *company;
 	int			n = 0;
+
+	company = kw_company_endpoints(text_to_cstring(company_id));
 
 	*ids = palloc(sizeof(int64) * Max(1, company->nendpoints));
 	for (int i = 0; i < company->nendpoints; i++)
@@ -944,8 +953,6 @@ pg_uuid_t *
 kw_write_keyed_event(pg_uuid_t *id, text *event, text *company_id,
 					 Jsonb *data, text *key, int *ndeliveries)
 {
-	static SPIPlanPtr insert_plan = NULL;
-	static SPIPlanPtr lookup_plan = NULL;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	pg_uuid_t  *existing = NULL;
 	bool		inserted = false;
@@ -953,12 +960,12 @@ kw_write_keyed_event(pg_uuid_t *id, text *event, text *company_id,
 	int64	   *endpoint_ids;
 
 	SPI_connect();
-	if (insert_plan == NULL)
+	if (kw_keyed_insert_plan == NULL)
 	{
 		Oid			types[6] = {UUIDOID, TEXTOID, TEXTOID, JSONBOID,
 		TIMESTAMPTZOID, TEXTOID};
 
-		insert_plan = kw_keep_plan(
+		kw_keyed_insert_plan = kw_keep_plan(
 			"INSERT INTO webhooks.events"
 			"       (id, event, company_id, data, created_at, idempotency_key)"
 			" VALUES ($1, $2, $3, $4, $5, $6)"
@@ -966,11 +973,11 @@ kw_write_keyed_event(pg_uuid_t *id, text *event, text *company_id,
 			"    WHERE idempotency_key IS NOT NULL DO NOTHING",
 			6, types);
 	}
-	if (lookup_plan == NULL)
+	if (kw_keyed_lookup_plan == NULL)
 	{
 		Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
 
-		lookup_plan = kw_keep_plan(
+		kw_keyed_lookup_plan = kw_keep_plan(
 			"SELECT id FROM webhooks.events"
 			" WHERE company_id OPERATOR(pg_catalog.=) $1"
 			"   AND event OPERATOR(pg_catalog.=) $2"
@@ -991,13 +998,14 @@ kw_write_keyed_event(pg_uuid_t *id, text *event, text *company_id,
 
 		if (tries == 3)
 			elog(ERROR, "could not insert or find the event of an idempotency key");
-		if (SPI_execute_plan(insert_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+		if (SPI_execute_plan(kw_keyed_insert_plan, args, NULL, false, 0) !=
+			SPI_OK_INSERT)
 			elog(ERROR, "could not insert into webhooks.events");
 		inserted = (SPI_processed == 1);
 		if (inserted)
 			break;
-		if (SPI_execute_plan(lookup_plan, lookup_args, NULL, false, 1) !=
-			SPI_OK_SELECT)
+		if (SPI_execute_plan(kw_keyed_lookup_plan, lookup_args, NULL, false,
+							 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read webhooks.events");
 		if (SPI_processed == 1)
 		{
