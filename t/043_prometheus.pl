@@ -221,10 +221,19 @@ is( join(',',
 
 #
 # A worker that stops shows in workers_running until the launcher starts
-# it again
+# it again.  The launcher would do so at once: it is stopped first, and
+# the postmaster starts it again 5 s later.
 #
 my @pids = kw_worker_pids($node);
-sql("SELECT pg_terminate_backend($pids[0])");
+my $launcher = sql(
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'konvox_webhooks launcher'"
+);
+like($launcher, qr/^\d+$/, 'the launcher runs');
+kill 'TERM', $launcher;
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $launcher")
+  or die "the launcher did not stop";
+kill 'TERM', $pids[0];
 ok( scrape_until(
 		sub { $_[0]{konvox_webhooks_workers_running} == $nworkers - 1 }),
 	'workers_running: one fewer once a worker stopped');
