@@ -17,7 +17,7 @@ EXTENSION = konvox_webhooks
 DATA = konvox_webhooks--1.0.sql konvox_webhooks--1.0--1.1.sql \
 	konvox_webhooks--1.1--1.2.sql
 
-REGRESS = event_types endpoints emit emit_trigger send_test history sign privileges operations
+REGRESS = event_types endpoints headers emit emit_trigger idempotency send_test history sign privileges operations
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/regress.conf --encoding=UTF8 --no-locale
 TAP_TESTS = 1

@@ -87,6 +87,7 @@ typedef struct KwEndpointInfo
 	char	   *secret;
 	char	   *previous_secret;
 	TimestampTz previous_expires_at;
+	Jsonb	   *headers;		/* its own, or NULL */
 	TimestampTz orphans_checked_at; /* missing: its old deliveries failed */
 } KwEndpointInfo;
 
@@ -325,13 +326,16 @@ kw_prepare_plans(void)
 		0, NULL);
 
 	initStringInfo(&sql);
+	/* columns from version 1.2 of the extension on */
 	appendStringInfo(&sql,
 					 "/* konvox_webhooks: load endpoints */"
 					 " SELECT id, company_id, url, secret, previous_secret,"
-					 "        previous_secret_expires_at, active, %s"
+					 "        previous_secret_expires_at, active, %s, %s"
 					 "   FROM webhooks.endpoints WHERE id = ANY ($1)",
 					 get_attnum(kw_endpoints_relid, "max_concurrency") !=
-					 InvalidAttrNumber ? "max_concurrency" : "NULL::integer");
+					 InvalidAttrNumber ? "max_concurrency" : "NULL::integer",
+					 get_attnum(kw_endpoints_relid, "headers") !=
+					 InvalidAttrNumber ? "headers" : "NULL::jsonb");
 	{
 		Oid			types[1] = {INT8ARRAYOID};
 
@@ -469,6 +473,15 @@ kw_load_endpoints(int64 *ids, int n)
 			d = SPI_getbinval(tuple, desc, 8, &isnull);
 			ep->cap = isnull ? kw_max_concurrency_per_endpoint :
 				DatumGetInt32(d);
+			d = SPI_getbinval(tuple, desc, 9, &isnull);
+			ep->headers = NULL;
+			if (!isnull)
+			{
+				MemoryContext old = MemoryContextSwitchTo(kw_endpoints_context);
+
+				ep->headers = DatumGetJsonbPCopy(d);
+				MemoryContextSwitchTo(old);
+			}
 		}
 	}
 	for (int i = 0; i < n; i++)
@@ -742,6 +755,8 @@ kw_claim(void)
 	volatile bool ok = true;
 	bool		planned = false;
 	int			slots = kw_free_slots();
+	bool	   *volatile unsent_failed = NULL;
+	volatile int nunsent = 0;
 
 	taken = palloc(sizeof(KwRequest *) * Max(1, slots));
 	PG_TRY();
@@ -931,8 +946,13 @@ kw_claim(void)
 								fail.n, fail.texts[0])));
 			}
 			if (unsent.n > 0)
+			{
+				unsent_failed = palloc(sizeof(bool) * unsent.n);
 				kw_record_not_sent(unsent.ids, unsent.attempts,
-								   unsent.endpoints, unsent.texts, unsent.n);
+								   unsent.endpoints, unsent.texts, unsent.n,
+								   unsent_failed);
+				nunsent = unsent.n;
+			}
 
 			/* when to look at each endpoint again */
 			for (int i = 0; i < ncands; i++)
@@ -976,6 +996,8 @@ kw_claim(void)
 		}
 		kw_commit();
 		kw_careful = false;
+		for (int i = 0; i < nunsent; i++)
+			kw_count_attempt(KW_OUTCOME_NOT_SENT, false, unsent_failed[i]);
 	}
 	PG_CATCH();
 	{
@@ -1127,6 +1149,22 @@ kw_prepare_request(KwRequest *req, KwEndpointInfo *ep, HeapTuple tuple,
 		if (!kw_sign(&req->headers, previous_secret, event_id, unix_now,
 					 req->body.data, req->body.len))
 			req->headers.data[req->headers.len = len] = '\0';
+	}
+
+	/*
+	 * The endpoint's own headers, checked again: a restore with triggers
+	 * disabled bypasses the endpoint's checks.
+	 */
+	if (ep->headers != NULL && !JB_ROOT_IS_SCALAR(ep->headers) &&
+		JB_ROOT_COUNT(ep->headers) > 0)
+	{
+		if (!kw_check_headers(ep->headers, DEBUG1))
+		{
+			*why = "not sent: the endpoint's headers are not valid; set them again with webhooks.set_headers()";
+			return KW_NOT_SENT;
+		}
+		appendStringInfoChar(&req->headers, '\n');
+		kw_append_headers(&req->headers, ep->headers);
 	}
 	return KW_SEND;
 }

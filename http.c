@@ -10,6 +10,13 @@
  * process waits on thousands of requests, a commit wake-up and postmaster
  * death at once.
  *
+ * With konvox_webhooks.proxy set, each request goes through the proxy in a
+ * CONNECT tunnel, unless its host is in konvox_webhooks.no_proxy: which way
+ * it goes is decided here, per request, and told to libcurl outright, so
+ * that the server's environment has no say.  The proxy resolves the hosts
+ * of the requests it carries, so the address checks, which see only the
+ * proxy's address then, apply to direct requests alone.
+ *
  * Requests over https always verify the receiver's certificate, against
  * konvox_webhooks.ca_file or the system's trust store.  They share one TLS
  * session cache and one DNS cache per worker (a libcurl share handle), so
@@ -25,6 +32,7 @@
 #include "postgres.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -94,6 +102,8 @@ static void kw_set_trust(CURL *easy);
 static bool kw_in_tls_handshake(KwRequest *req);
 static bool kw_tls_error(KwRequest *req, CURLcode result);
 static void kw_finish(KwRequest *req, CURLcode result, bool transferred);
+static bool kw_route(KwRequest *req);
+static bool kw_proxy_error(KwRequest *req, CURLcode result);
 
 /*
  * Set up libcurl, the multi handle and the epoll set.  Called once by the
@@ -440,7 +450,9 @@ kw_open_socket_cb(void *clientp, curlsocktype purpose,
 	KwSocket   *st;
 
 	req->addresses_tried++;
-	if (!kw_allow_private_targets && !kw_address_allowed(&address->addr))
+	/* through a proxy, this is the proxy's address: the proxy checks */
+	if (!req->via_proxy && !kw_allow_private_targets &&
+		!kw_address_allowed(&address->addr))
 	{
 		char		host[INET6_ADDRSTRLEN] = "?";
 
@@ -478,7 +490,9 @@ kw_prereq_cb(void *clientp, char *primary_ip, char *local_ip,
 	KwRequest  *req = (KwRequest *) clientp;
 	struct sockaddr_storage ss;
 
-	if (kw_allow_private_targets)
+	/* connected, through the proxy's tunnel if any: the rest is theirs */
+	req->reached = true;
+	if (kw_allow_private_targets || req->via_proxy)
 		return CURL_PREREQFUNC_OK;
 
 	memset(&ss, 0, sizeof(ss));
@@ -521,6 +535,8 @@ kw_reset_outcome(KwRequest *req)
 	req->status_code = 0;
 	req->succeeded = false;
 	req->error[0] = '\0';
+	req->via_proxy = false;
+	req->reached = false;
 	req->addresses_tried = 0;
 	req->addresses_refused = 0;
 	req->refused_addresses[0] = '\0';
@@ -581,6 +597,18 @@ kw_new_easy(KwRequest *req)
 						"CURLOPT_FOLLOWLOCATION") ||
 		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_PROXY, ""),
 						"CURLOPT_PROXY") ||
+		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_NOPROXY, ""),
+						"CURLOPT_NOPROXY") ||
+		/* a proxy carries a tunnel, never the request or its headers */
+		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_PROXYTYPE,
+											  (long) CURLPROXY_HTTP),
+						"CURLOPT_PROXYTYPE") ||
+		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_HTTPPROXYTUNNEL,
+											  1L),
+						"CURLOPT_HTTPPROXYTUNNEL") ||
+		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_HEADEROPT,
+											  CURLHEADER_SEPARATE),
+						"CURLOPT_HEADEROPT") ||
 		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION,
 											  kw_open_socket_cb),
 						"CURLOPT_OPENSOCKETFUNCTION") ||
@@ -662,6 +690,21 @@ kw_http_start(KwRequest *req, int timeout_ms)
 	}
 	req->curl_error[0] = '\0';
 	kw_set_trust(easy);
+
+	/* through the proxy or direct, said outright: never the environment's */
+	if (!kw_route(req))
+	{
+		kw_finish(req, CURLE_COULDNT_CONNECT, false);
+		return;
+	}
+	if (curl_easy_setopt(easy, CURLOPT_PROXY,
+						 req->via_proxy ? kw_proxy : "") != CURLE_OK)
+	{
+		strlcpy(req->error, "not sent: libcurl did not take konvox_webhooks.proxy",
+				sizeof(req->error));
+		kw_finish(req, CURLE_FAILED_INIT, false);
+		return;
+	}
 
 	/* one header per line of req->headers */
 	list = kw_add_header(NULL, "Content-Type: application/json");
@@ -914,23 +957,46 @@ kw_finish(KwRequest *req, CURLcode result, bool transferred)
 	if (transferred && (code == 429 || code == 503))
 		req->retry_after = kw_retry_after(req->easy);
 
+	req->outcome = (result == CURLE_OPERATION_TIMEDOUT) ?
+		KW_OUTCOME_TIMEOUT : KW_OUTCOME_NETWORK;
 	if (req->error[0] != '\0')
 	{
 		/* not sent at all; the caller has said why */
+		req->outcome = KW_OUTCOME_NOT_SENT;
 	}
 	else if (result == CURLE_OK && code >= 200 && code <= 299)
+	{
 		req->succeeded = true;
+		req->outcome = KW_OUTCOME_SUCCESS;
+	}
 	else if (result == CURLE_OK)
+	{
 		snprintf(req->error, sizeof(req->error), "HTTP %ld", code);
+		req->outcome = KW_OUTCOME_HTTP_ERROR;
+	}
+	else if (transferred && req->via_proxy && !req->reached &&
+			 kw_proxy_error(req, result))
+	{
+		/* the proxy failed us before the receiver could answer */
+		req->outcome = KW_OUTCOME_PROXY;
+	}
 	else if (req->addresses_refused > 0 &&
 			 req->addresses_refused == req->addresses_tried)
+	{
 		strlcpy(req->error, "address not allowed", sizeof(req->error));
+		req->outcome = KW_OUTCOME_REFUSED;
+	}
 	else if (req->addresses_refused > 0)
 		snprintf(req->error, sizeof(req->error),
 				 "%s (%d of %d addresses not allowed)",
 				 curl_easy_strerror(result), req->addresses_refused,
 				 req->addresses_tried);
-	else if (!kw_tls_error(req, result))
+	else if (kw_tls_error(req, result))
+	{
+		if (result != CURLE_OPERATION_TIMEDOUT)
+			req->outcome = KW_OUTCOME_TLS;
+	}
+	else
 		strlcpy(req->error, curl_easy_strerror(result), sizeof(req->error));
 
 	if (req->addresses_refused > 0)
@@ -974,6 +1040,324 @@ kw_http_next_done(void)
 		req->next_done = NULL;
 	}
 	return req;
+}
+
+/* An IP address, as a URL or konvox_webhooks.no_proxy writes it. */
+typedef struct KwAddress
+{
+	int			family;			/* AF_INET or AF_INET6 */
+	uint8		bytes[16];
+} KwAddress;
+
+/*
+ * Parse text of len bytes as an IPv4 or IPv6 address, the latter with or
+ * without brackets.  False if it is none.
+ */
+static bool
+kw_parse_address(const char *text, int len, KwAddress *addr)
+{
+	char		buf[INET6_ADDRSTRLEN + 1];
+
+	if (len >= 2 && text[0] == '[' && text[len - 1] == ']')
+	{
+		text++;
+		len -= 2;
+	}
+	if (len <= 0 || len >= (int) sizeof(buf))
+		return false;
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+	memset(addr, 0, sizeof(KwAddress));
+	if (inet_pton(AF_INET, buf, addr->bytes) == 1)
+		addr->family = AF_INET;
+	else if (inet_pton(AF_INET6, buf, addr->bytes) == 1)
+		addr->family = AF_INET6;
+	return addr->family != 0;
+}
+
+/* Is addr allowed as a target, by kw_address_allowed's rules? */
+static bool
+kw_literal_allowed(const KwAddress *addr)
+{
+	struct sockaddr_storage ss;
+
+	memset(&ss, 0, sizeof(ss));
+	ss.ss_family = addr->family;
+	if (addr->family == AF_INET)
+		memcpy(&((struct sockaddr_in *) &ss)->sin_addr, addr->bytes, 4);
+	else
+		memcpy(&((struct sockaddr_in6 *) &ss)->sin6_addr, addr->bytes, 16);
+	return kw_address_allowed((struct sockaddr *) &ss);
+}
+
+/*
+ * One entry of konvox_webhooks.no_proxy, of len bytes, trimmed: "*", an IP
+ * address, a CIDR range "address/bits", or a host name with its
+ * subdomains (a leading dot changes nothing).  Returns whether it covers
+ * host, whose address addr is when host is an IP address (else NULL); or,
+ * with host NULL, whether the entry is well formed.
+ */
+static bool
+kw_no_proxy_entry(const char *entry, int len, const char *host,
+				  const KwAddress *addr)
+{
+	const char *slash = memchr(entry, '/', len);
+	KwAddress	net;
+
+	if (len == 1 && entry[0] == '*')
+		return true;
+	if (slash != NULL)
+	{
+		char	   *end;
+		long		bits;
+		int			nbytes;
+
+		if (!kw_parse_address(entry, slash - entry, &net) ||
+			slash + 1 == entry + len || !isdigit((unsigned char) slash[1]))
+			return false;
+		bits = strtol(slash + 1, &end, 10);
+		if (end != entry + len || bits > (net.family == AF_INET ? 32 : 128))
+			return false;
+		if (host == NULL)
+			return true;
+		if (addr == NULL || addr->family != net.family)
+			return false;
+		nbytes = bits / 8;
+		if (memcmp(addr->bytes, net.bytes, nbytes) != 0)
+			return false;
+		return bits % 8 == 0 ||
+			((addr->bytes[nbytes] ^ net.bytes[nbytes]) &
+			 (0xff << (8 - bits % 8))) == 0;
+	}
+	if (kw_parse_address(entry, len, &net))
+		return host == NULL ||
+			(addr != NULL && addr->family == net.family &&
+			 memcmp(addr->bytes, net.bytes, 16) == 0);
+
+	/* a host name */
+	while (len > 0 && entry[0] == '.')
+	{
+		entry++;
+		len--;
+	}
+	while (len > 0 && entry[len - 1] == '.')
+		len--;
+	if (len == 0)
+		return false;
+	if (host == NULL)
+	{
+		for (int i = 0; i < len; i++)
+		{
+			if (!isalnum((unsigned char) entry[i]) &&
+				strchr("-._", entry[i]) == NULL)
+				return false;
+		}
+		return true;
+	}
+	else
+	{
+		int			hlen = strlen(host);
+
+		while (hlen > 0 && host[hlen - 1] == '.')
+			hlen--;
+		if (addr != NULL || hlen < len ||
+			pg_strncasecmp(host + hlen - len, entry, len) != 0)
+			return false;
+		return hlen == len || host[hlen - len - 1] == '.';
+	}
+}
+
+/*
+ * Does konvox_webhooks.no_proxy cover host?  With host NULL: the first
+ * entry that is malformed, or NULL.
+ */
+static const char *
+kw_no_proxy_scan(const char *list, const char *host, const KwAddress *addr,
+				 int *bad_len)
+{
+	const char *p = list;
+
+	while (p != NULL && *p != '\0')
+	{
+		const char *comma = strchr(p, ',');
+		const char *end = comma ? comma : p + strlen(p);
+		const char *start = p;
+
+		while (start < end && (*start == ' ' || *start == '\t'))
+			start++;
+		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+			end--;
+		if (end > start)
+		{
+			bool		hit;
+
+			hit = kw_no_proxy_entry(start, end - start, host, addr);
+
+			if (host != NULL && hit)
+				return start;
+			if (host == NULL && !hit)
+			{
+				*bad_len = end - start;
+				return start;
+			}
+		}
+		p = comma ? comma + 1 : NULL;
+	}
+	return NULL;
+}
+
+/*
+ * Decide whether a request goes through konvox_webhooks.proxy: yes when one
+ * is set, unless konvox_webhooks.no_proxy covers the URL's host.  A request
+ * through the proxy whose host is an IP address that we would refuse is
+ * refused here, before the proxy sees it; a host name is the proxy's to
+ * resolve, and to judge.  Returns false when the request is refused.
+ */
+static bool
+kw_route(KwRequest *req)
+{
+	CURLU	   *h;
+	char	   *host = NULL;
+	KwAddress	addr;
+	bool		literal = false;
+	bool		allowed = true;
+
+	req->via_proxy = false;
+	if (kw_proxy == NULL || kw_proxy[0] == '\0')
+		return true;
+
+	/* a URL that does not parse goes to the proxy, and fails there */
+	req->via_proxy = true;
+	h = curl_url();
+	if (h != NULL &&
+		curl_url_set(h, CURLUPART_URL, req->url.data, 0) == CURLUE_OK &&
+		curl_url_get(h, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+	{
+		int			bad;
+
+		literal = kw_parse_address(host, strlen(host), &addr);
+		req->via_proxy = (kw_no_proxy == NULL ||
+						  kw_no_proxy_scan(kw_no_proxy, host,
+										   literal ? &addr : NULL,
+										   &bad) == NULL);
+		if (req->via_proxy && literal && !kw_allow_private_targets &&
+			!kw_literal_allowed(&addr))
+		{
+			req->addresses_tried++;
+			kw_note_refused(req, host);
+			allowed = false;
+		}
+	}
+	curl_free(host);
+	curl_url_cleanup(h);
+	return allowed;
+}
+
+/*
+ * Describe a request that the proxy failed, before the tunnel to the
+ * receiver was open, into req->error as "proxy: ..."; false when the
+ * failure came later, from the receiver.  What the proxy said is not the
+ * receiver's answer, so no status code is recorded.  The proxy's address
+ * stays out of the message, as the receiver's does.
+ */
+static bool
+kw_proxy_error(KwRequest *req, CURLcode result)
+{
+	long		connect_code = 0;
+
+	curl_easy_getinfo(req->easy, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+	if (connect_code >= 200 && connect_code <= 299)
+		return false;
+
+	if (connect_code == 407)
+		strlcpy(req->error,
+				"proxy: CONNECT answered HTTP 407 (proxy authentication required)",
+				sizeof(req->error));
+	else if (connect_code != 0)
+		snprintf(req->error, sizeof(req->error),
+				 "proxy: CONNECT answered HTTP %ld", connect_code);
+	else if (result == CURLE_COULDNT_RESOLVE_PROXY)
+		strlcpy(req->error, "proxy: could not resolve the proxy's host name",
+				sizeof(req->error));
+	else if (result == CURLE_COULDNT_CONNECT)
+		strlcpy(req->error, "proxy: could not connect to the proxy",
+				sizeof(req->error));
+	else if (result == CURLE_OPERATION_TIMEDOUT)
+		strlcpy(req->error,
+				"proxy: Timeout was reached before the proxy opened the tunnel",
+				sizeof(req->error));
+	else
+		snprintf(req->error, sizeof(req->error), "proxy: %s",
+				 curl_easy_strerror(result));
+	req->status_code = 0;
+	return true;
+}
+
+/*
+ * Is proxy a value konvox_webhooks.proxy may have: http://, a host, a port,
+ * perhaps credentials, nothing else?  Returns NULL if so, else a sentence
+ * saying what is wrong, which never repeats the value.
+ */
+const char *
+kw_http_check_proxy(const char *proxy)
+{
+	CURLU	   *h;
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	char	   *port = NULL;
+	char	   *path = NULL;
+	char	   *query = NULL;
+	char	   *fragment = NULL;
+	const char *problem = NULL;
+
+	for (const char *p = proxy; *p; p++)
+	{
+		if ((unsigned char) *p <= ' ' || *p == 0x7f)
+			return "The proxy URL contains a space or a control character.";
+	}
+	h = curl_url();
+	if (h == NULL)
+		return "Out of memory while parsing the proxy URL.";
+	if (curl_url_set(h, CURLUPART_URL, proxy, 0) != CURLUE_OK)
+		problem = "The proxy is not an absolute URL.";
+	else if (curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+			 strcmp(scheme, "http") != 0)
+		problem = "Only http:// proxies are supported: requests to https receivers go through them in TLS, end to end.";
+	else if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+			 host[0] == '\0')
+		problem = "The proxy URL has no host.";
+	else if (curl_url_get(h, CURLUPART_PORT, &port, 0) != CURLUE_OK)
+		problem = "The proxy URL has no port.";
+	else if ((curl_url_get(h, CURLUPART_PATH, &path, 0) == CURLUE_OK &&
+			  strcmp(path, "/") != 0) ||
+			 curl_url_get(h, CURLUPART_QUERY, &query, 0) == CURLUE_OK ||
+			 curl_url_get(h, CURLUPART_FRAGMENT, &fragment, 0) == CURLUE_OK)
+		problem = "The proxy URL has a path, a query or a fragment.";
+
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_free(path);
+	curl_free(query);
+	curl_free(fragment);
+	curl_url_cleanup(h);
+	return problem;
+}
+
+/*
+ * Is no_proxy a value konvox_webhooks.no_proxy may have?  Returns NULL if
+ * so, else a sentence naming the first entry that is not well formed.
+ */
+const char *
+kw_http_check_no_proxy(const char *no_proxy)
+{
+	int			len = 0;
+	const char *bad = kw_no_proxy_scan(no_proxy, NULL, NULL, &len);
+
+	if (bad == NULL)
+		return NULL;
+	return psprintf("\"%.*s\" is neither a host name, an IP address, a CIDR range nor *.",
+					len, bad);
 }
 
 /*

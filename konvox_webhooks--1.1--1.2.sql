@@ -14,12 +14,9 @@
 -- superuser running a migration that fires emit_trigger(), or the workers.
 ALTER FUNCTION webhooks._event_type_in_use() SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks._endpoint_changed() SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION webhooks.create_endpoint(text, text, text[], text) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION webhooks.emit_trigger() SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks.send_test(bigint, text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks.redeliver(bigint) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks.redeliver_failed(bigint, timestamptz) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION webhooks.worker_status() SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks._purge_batch(timestamptz, integer) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks.purge(interval) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks.purge_company(text) SET search_path = pg_catalog, pg_temp;
@@ -163,6 +160,244 @@ AS $$
 $$;
 COMMENT ON FUNCTION webhooks.worker_status() IS
 'Whether every configured delivery worker runs, how many do, how many are configured, their pids, requests in flight, deliveries due now (in flight included), the next scheduled retry, and the (up to 10) endpoints with the most requests in flight';
+
+---------------------------------------------------------------------------
+-- Headers of an endpoint's own, such as a receiver's credential
+---------------------------------------------------------------------------
+
+-- Checked by the endpoints' BEFORE trigger, like the url and the secret.
+ALTER TABLE webhooks.endpoints ADD COLUMN headers jsonb NOT NULL DEFAULT '{}';
+COMMENT ON COLUMN webhooks.endpoints.headers IS
+'Headers sent with every request to the endpoint, {"Name": "value"}: at most 20, 8 kB in all; values are secrets, like the signing secret';
+
+-- create_endpoint() gains a parameter, so it is a new function: a second
+-- one beside the old would make every call with four arguments or fewer
+-- ambiguous.  EXECUTE granted on the old one must be granted again.
+DROP FUNCTION webhooks.create_endpoint(text, text, text[], text);
+CREATE FUNCTION webhooks.create_endpoint(company_id text, url text,
+                                         events text[],
+                                         description text DEFAULT NULL,
+                                         headers jsonb DEFAULT '{}')
+RETURNS webhooks.endpoints
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO webhooks.endpoints (company_id, url, events, description, headers)
+    VALUES ($1, $2, $3, $4, coalesce($5, '{}'))
+    RETURNING *;
+$$;
+COMMENT ON FUNCTION webhooks.create_endpoint(text, text, text[], text, jsonb) IS
+'Register an endpoint, with headers of its own if given; the returned row holds its generated signing secret';
+
+CREATE FUNCTION webhooks.set_headers(endpoint_id bigint, headers jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE webhooks.endpoints e
+       SET headers = set_headers.headers
+     WHERE e.id = set_headers.endpoint_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint % does not exist', coalesce(set_headers.endpoint_id::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'See SELECT id, company_id, url FROM webhooks.endpoints.';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION webhooks.set_headers(bigint, jsonb) IS
+'Replace the headers an endpoint sends with every request ({} for none); they apply from the next attempt on, retries included';
+
+---------------------------------------------------------------------------
+-- Idempotent emit
+---------------------------------------------------------------------------
+
+-- An event keeps its key, so a key is unique for as long as the event is
+-- kept (konvox_webhooks.retention).  emit() without a key writes NULL
+-- there, which the partial index leaves out.
+ALTER TABLE webhooks.events ADD COLUMN idempotency_key text;
+COMMENT ON COLUMN webhooks.events.idempotency_key IS
+'The idempotency key given to emit(), if any: unique per company and event type';
+CREATE UNIQUE INDEX events_idempotency_idx
+    ON webhooks.events (company_id, event, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+COMMENT ON INDEX webhooks.events_idempotency_idx IS
+'One event per company, event type and idempotency key';
+
+-- A second emit() beside the first rather than one with a default: the
+-- three-argument function keeps its grants, the triggers and functions of
+-- the application that depend on it, and the deployment scripts that name
+-- it; a call with three arguments resolves to it as before, at the same
+-- cost.  Without a default on either, no call is ambiguous.
+CREATE FUNCTION webhooks.emit(event text, company_id text, data jsonb,
+                              idempotency_key text)
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'kw_emit'
+LANGUAGE C VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION webhooks.emit(text, text, jsonb, text) IS
+'emit() with an idempotency key: if the company already has an event of this type with this key, return its id and write nothing; a NULL key is emit() without one';
+
+CREATE OR REPLACE FUNCTION webhooks.emit_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r       jsonb;
+    data    jsonb := '{}';
+    pair    text;
+    field   text;
+    col     text;
+    key_col text;
+    npairs  integer := 0;
+BEGIN
+    IF TG_LEVEL <> 'ROW' OR TG_NARGS < 2 THEN
+        RAISE EXCEPTION 'webhooks.emit_trigger() needs a row trigger with at least two arguments'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'EXECUTE FUNCTION webhooks.emit_trigger(''enrollment.created'', ''company_id'', ''enrollmentId=id'', ...)';
+    END IF;
+
+    IF TG_OP = 'DELETE' THEN
+        r := to_jsonb(OLD);
+    ELSE
+        r := to_jsonb(NEW);
+    END IF;
+
+    IF NOT r ? TG_ARGV[1] THEN
+        RAISE EXCEPTION 'column "%" does not exist in table %', TG_ARGV[1], TG_TABLE_NAME
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'The second argument of webhooks.emit_trigger() names the column holding the company id.';
+    END IF;
+
+    -- 'idempotency_key:column' takes the key from a column; it has no '=',
+    -- so no field=column pair can be mistaken for it
+    FOR i IN 2 .. TG_NARGS - 1 LOOP
+        IF left(TG_ARGV[i], 16) = 'idempotency_key:' THEN
+            IF key_col IS NOT NULL THEN
+                RAISE EXCEPTION 'webhooks.emit_trigger() has two idempotency_key arguments'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Name the column holding the key once, as ''idempotency_key:column''.';
+            END IF;
+            key_col := substr(TG_ARGV[i], 17);
+            IF NOT r ? key_col THEN
+                RAISE EXCEPTION 'column "%" does not exist in table %', key_col, TG_TABLE_NAME
+                    USING ERRCODE = 'undefined_column',
+                          HINT = format('Argument "%s" names the column holding the idempotency key.', TG_ARGV[i]);
+            END IF;
+        ELSE
+            npairs := npairs + 1;
+        END IF;
+    END LOOP;
+
+    IF npairs = 0 THEN
+        -- contact_id -> contactId; written out here rather than in a helper
+        -- function, so that a role that may only execute emit() can fire it
+        SELECT coalesce(jsonb_object_agg(
+                   (SELECT string_agg(CASE WHEN p.i = 1 THEN p.part
+                                           ELSE upper(left(p.part, 1)) ||
+                                                substr(p.part, 2) END,
+                                      '' ORDER BY p.i)
+                      FROM unnest(string_to_array(j.key, '_'))
+                           WITH ORDINALITY AS p(part, i)),
+                   j.value), '{}')
+          INTO data
+          FROM jsonb_each(r - TG_ARGV[1]) AS j;
+    ELSE
+        FOR i IN 2 .. TG_NARGS - 1 LOOP
+            pair := TG_ARGV[i];
+            CONTINUE WHEN left(pair, 16) = 'idempotency_key:';
+            field := split_part(pair, '=', 1);
+            col := substr(pair, length(field) + 2);
+            IF position('=' IN pair) = 0 OR field = '' OR col = '' THEN
+                RAISE EXCEPTION 'invalid argument "%" to webhooks.emit_trigger()', pair
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Map a data field to a column as field=column, e.g. ''contactId=contact_id'', or name the key''s column as ''idempotency_key:column''.';
+            END IF;
+            IF NOT r ? col THEN
+                RAISE EXCEPTION 'column "%" does not exist in table %', col, TG_TABLE_NAME
+                    USING ERRCODE = 'undefined_column',
+                          HINT = format('Argument "%s" maps field %s to a column of the row.', pair, field);
+            END IF;
+            data := data || jsonb_build_object(field, r -> col);
+        END LOOP;
+    END IF;
+
+    -- the three-argument emit() when there is no key column, so that a
+    -- role granted only that one can fire the trigger as before
+    IF key_col IS NULL THEN
+        PERFORM webhooks.emit(TG_ARGV[0], r ->> TG_ARGV[1], data);
+    ELSE
+        PERFORM webhooks.emit(TG_ARGV[0], r ->> TG_ARGV[1], data, r ->> key_col);
+    END IF;
+
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION webhooks.emit_trigger() IS
+'Row trigger: emit_trigger(event, company_column, field=column, ..., [idempotency_key:column]) emits event with data built from NEW (OLD on DELETE), keyed by that column if named';
+
+---------------------------------------------------------------------------
+-- Metrics, for Prometheus
+---------------------------------------------------------------------------
+
+-- Counters kept in shared memory by the workers, from the server's start:
+-- true counters, which retention cannot make go down as it would a count
+-- of rows.
+CREATE FUNCTION webhooks.delivery_counters(OUT delivered bigint,
+                                           OUT failed bigint,
+                                           OUT since timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'kw_delivery_counters'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION webhooks.delivery_counters() IS
+'Deliveries the workers have recorded as delivered and as failed since the server started (since)';
+
+CREATE FUNCTION webhooks.attempt_counters(OUT outcome text, OUT attempts bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'kw_attempt_counters'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION webhooks.attempt_counters() IS
+'Attempts the workers have recorded since the server started, by outcome: success, http_error, timeout, network, tls, proxy, address_refused, not_sent';
+
+-- What monitoring reads, in one row, named as Prometheus names metrics.
+-- SECURITY DEFINER, so that a monitoring role needs EXECUTE on it and no
+-- privilege on the tables.
+CREATE FUNCTION webhooks.metrics(OUT workers integer,
+                                 OUT workers_running integer,
+                                 OUT requests_in_flight integer,
+                                 OUT deliveries_pending bigint,
+                                 OUT deliveries_due bigint,
+                                 OUT oldest_due_delivery_age_seconds double precision,
+                                 OUT deliveries_delivered_total bigint,
+                                 OUT deliveries_failed_total bigint)
+LANGUAGE sql
+VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT w.workers, w.running, w.in_flight,
+           q.pending, q.due, q.oldest,
+           c.delivered, c.failed
+      FROM (SELECT count(*)::integer AS workers,
+                   count(*) FILTER (WHERE s.pid <> 0)::integer AS running,
+                   coalesce(sum(s.in_flight), 0)::integer AS in_flight
+              FROM webhooks._worker_slots() s) w,
+           (SELECT count(*) AS pending,
+                   count(*) FILTER (WHERE d.next_attempt_at <= now()) AS due,
+                   coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                                    FILTER (WHERE d.next_attempt_at <= now())),
+                            0)::double precision AS oldest
+              FROM webhooks.deliveries d
+             WHERE d.status = 'pending') q,
+           webhooks.delivery_counters() c;
+$$;
+COMMENT ON FUNCTION webhooks.metrics() IS
+'For monitoring: delivery workers configured and running, requests in flight, pending and due deliveries, how long the oldest due delivery has been due (s), and the delivered and failed counters';
 
 ---------------------------------------------------------------------------
 -- Privileges: PUBLIC gets nothing

@@ -15,6 +15,7 @@
 
 #include <unistd.h>
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -69,8 +70,15 @@ int			kw_retention = 30 * 24 * 3600;
 int			kw_max_payload_size = 256 * 1024;
 bool		kw_allow_private_targets = false;
 char	   *kw_ca_file = NULL;
+char	   *kw_proxy = NULL;
+char	   *kw_no_proxy = NULL;
 
 KwSharedState *kw_shared = NULL;
+
+const char *const kw_outcome_names[KW_NUM_OUTCOMES] = {
+	"success", "http_error", "timeout", "network", "tls", "proxy",
+	"address_refused", "not_sent"
+};
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -84,7 +92,10 @@ bool		kw_in_delivery_worker = false;
 void		_PG_init(void);
 
 static void kw_check_company_id(text *company_id);
+static void kw_check_idempotency_key(text *key);
 static bool kw_check_ca_file(char **newval, void **extra, GucSource source);
+static bool kw_check_proxy(char **newval, void **extra, GucSource source);
+static bool kw_check_no_proxy(char **newval, void **extra, GucSource source);
 
 PG_FUNCTION_INFO_V1(kw_emit);
 PG_FUNCTION_INFO_V1(kw_new_event_id);
@@ -93,6 +104,8 @@ PG_FUNCTION_INFO_V1(kw_sign_sql);
 PG_FUNCTION_INFO_V1(kw_wake_worker_sql);
 PG_FUNCTION_INFO_V1(kw_wake_trigger);
 PG_FUNCTION_INFO_V1(kw_worker_slots);
+PG_FUNCTION_INFO_V1(kw_delivery_counters);
+PG_FUNCTION_INFO_V1(kw_attempt_counters);
 PG_FUNCTION_INFO_V1(kw_endpoint_check);
 PG_FUNCTION_INFO_V1(kw_event_type_check);
 
@@ -144,6 +157,11 @@ kw_shmem_startup(void)
 			dlist_push_tail(&kw_shared->free_flights,
 							&kw_shared->flights[i].endpoint_node);
 		kw_shared->nfree_flights = KW_MAX_FLIGHTS;
+		kw_shared->counted_since = GetCurrentTimestamp();
+		pg_atomic_init_u64(&kw_shared->delivered, 0);
+		pg_atomic_init_u64(&kw_shared->failed, 0);
+		for (int i = 0; i < KW_NUM_OUTCOMES; i++)
+			pg_atomic_init_u64(&kw_shared->attempts[i], 0);
 	}
 	kw_endpoint_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
@@ -222,6 +240,49 @@ kw_check_ca_file(char **newval, void **extra, GucSource source)
 	if (access(*newval, R_OK) != 0)
 	{
 		GUC_check_errdetail("File \"%s\" cannot be read: %m.", *newval);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Check hook of konvox_webhooks.proxy: empty, or http://[user:password@]
+ * host:port.  The value is not repeated in the message: it may hold the
+ * proxy's password.
+ */
+static bool
+kw_check_proxy(char **newval, void **extra, GucSource source)
+{
+	const char *problem;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	problem = kw_http_check_proxy(*newval);
+	if (problem != NULL)
+	{
+		GUC_check_errdetail("%s", problem);
+		GUC_check_errhint("Give the proxy as http://host:port, or http://user:password@host:port, or leave it empty for none.");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Check hook of konvox_webhooks.no_proxy: a comma-separated list of host
+ * names, IP addresses and CIDR ranges, or *.
+ */
+static bool
+kw_check_no_proxy(char **newval, void **extra, GucSource source)
+{
+	const char *problem;
+
+	if (*newval == NULL)
+		return true;
+	problem = kw_http_check_no_proxy(*newval);
+	if (problem != NULL)
+	{
+		GUC_check_errdetail("%s", problem);
+		GUC_check_errhint("List host names (a name covers its subdomains), IP addresses and CIDR ranges, separated by commas, or * for every host.");
 		return false;
 	}
 	return true;
@@ -375,6 +436,24 @@ _PG_init(void)
 							   PGC_SIGHUP,
 							   0,
 							   kw_check_ca_file, NULL, NULL);
+
+	DefineCustomStringVariable("konvox_webhooks.proxy",
+							   "HTTP proxy that deliveries go through, as http://host:port.",
+							   "Empty: deliveries connect to receivers directly. Each request goes through a CONNECT tunnel; proxy settings in the server's environment are ignored.",
+							   &kw_proxy,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   kw_check_proxy, NULL, NULL);
+
+	DefineCustomStringVariable("konvox_webhooks.no_proxy",
+							   "Receivers reached directly although konvox_webhooks.proxy is set.",
+							   "Host names (each with its subdomains), IP addresses and CIDR ranges, separated by commas; * for every host.",
+							   &kw_no_proxy,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   kw_check_no_proxy, NULL, NULL);
 
 	MarkGUCPrefixReserved("konvox_webhooks");
 
@@ -607,12 +686,13 @@ kw_wake_worker_sql(PG_FUNCTION_ARGS)
 }
 
 /*
- * webhooks.emit(event, company_id, data) RETURNS uuid
+ * webhooks.emit(event, company_id, data [, idempotency_key]) RETURNS uuid
  *
  * Validate, then write the event and its deliveries in the caller's
- * transaction (see outbox.c), and have the worker woken at commit.
- * Declared SECURITY DEFINER with a pinned search_path, so an application
- * role needs no privilege on the tables.
+ * transaction (see outbox.c), and have the worker woken at commit.  With a
+ * key that the company already used for the event type, write nothing and
+ * return the id of that event.  Declared SECURITY DEFINER with a pinned
+ * search_path, so an application role needs no privilege on the tables.
  */
 Datum
 kw_emit(PG_FUNCTION_ARGS)
@@ -620,6 +700,7 @@ kw_emit(PG_FUNCTION_ARGS)
 	text	   *event;
 	text	   *company_id;
 	Jsonb	   *data;
+	text	   *key;
 	char	   *event_name;
 	Datum		id;
 	Size		size;
@@ -645,9 +726,12 @@ kw_emit(PG_FUNCTION_ARGS)
 	event = PG_GETARG_TEXT_PP(0);
 	company_id = PG_GETARG_TEXT_PP(1);
 	data = PG_GETARG_JSONB_P(2);
+	key = (PG_NARGS() > 3 && !PG_ARGISNULL(3)) ? PG_GETARG_TEXT_PP(3) : NULL;
 	event_name = text_to_cstring(event);
 
 	kw_check_company_id(company_id);
+	if (key != NULL)
+		kw_check_idempotency_key(key);
 
 	size = VARSIZE(data) - VARHDRSZ;
 	if (size > (Size) kw_max_payload_size)
@@ -661,10 +745,43 @@ kw_emit(PG_FUNCTION_ARGS)
 	kw_validate_event(event_name, data);
 
 	id = DirectFunctionCall1(kw_new_event_id, (Datum) 0);
+	if (key != NULL)
+	{
+		pg_uuid_t  *result;
+		int			ndeliveries;
+
+		result = kw_write_keyed_event(DatumGetUUIDP(id), event, company_id,
+									  data, key, &ndeliveries);
+		if (ndeliveries > 0)
+			kw_wake_worker();
+		PG_RETURN_UUID_P(result);
+	}
 	if (kw_write_event(DatumGetUUIDP(id), event, company_id, data) > 0)
 		kw_wake_worker();
 
 	PG_RETURN_DATUM(id);
+}
+
+/*
+ * An idempotency key must not be empty, which is more likely a bug than a
+ * key, and short enough for the index of keys.
+ */
+static void
+kw_check_idempotency_key(text *key)
+{
+	int			len = VARSIZE_ANY_EXHDR(key);
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("idempotency_key must not be empty"),
+				 errhint("Pass NULL for an event without a key.")));
+	if (len > KW_MAX_ID_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("idempotency_key is too long"),
+				 errdetail("It takes %d bytes; the limit is %d.", len, KW_MAX_ID_LEN),
+				 errhint("Use a request id, or a hash of what identifies the event.")));
 }
 
 /*
@@ -729,6 +846,65 @@ kw_worker_slots(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+/*
+ * Count a recorded attempt, and the delivery it finished if it did; called
+ * by a worker once the transaction that recorded them has committed.
+ */
+void
+kw_count_attempt(KwOutcome outcome, bool delivered, bool failed)
+{
+	pg_atomic_fetch_add_u64(&kw_shared->attempts[outcome], 1);
+	if (delivered)
+		pg_atomic_fetch_add_u64(&kw_shared->delivered, 1);
+	if (failed)
+		pg_atomic_fetch_add_u64(&kw_shared->failed, 1);
+}
+
+/*
+ * webhooks.delivery_counters(): the deliveries the workers have recorded
+ * as delivered and as failed, and since when they count.
+ */
+Datum
+kw_delivery_counters(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = Int64GetDatum((int64)
+							  pg_atomic_read_u64(&kw_shared->delivered));
+	values[1] = Int64GetDatum((int64)
+							  pg_atomic_read_u64(&kw_shared->failed));
+	values[2] = TimestampTzGetDatum(kw_shared->counted_since);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc),
+													  values, nulls)));
+}
+
+/*
+ * webhooks.attempt_counters(): the attempts the workers have recorded, one
+ * row per outcome.
+ */
+Datum
+kw_attempt_counters(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < KW_NUM_OUTCOMES; i++)
+	{
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+
+		values[0] = CStringGetTextDatum(kw_outcome_names[i]);
+		values[1] = Int64GetDatum((int64)
+								  pg_atomic_read_u64(&kw_shared->attempts[i]));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
 /* The value of a named column of a trigger's new row, or NULL. */
 static char *
 kw_column(HeapTuple tuple, TupleDesc desc, const char *name)
@@ -755,6 +931,191 @@ kw_before_row(FunctionCallInfo fcinfo, const char *fn)
 		elog(ERROR, "%s must be a BEFORE ROW trigger", fn);
 	return TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+}
+
+/*
+ * Is c a character of an HTTP token (RFC 9110, 5.6.2), as header names are?
+ */
+static bool
+kw_token_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		(c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/*
+ * Check an endpoint's headers: a JSON object of at most KW_MAX_HEADERS
+ * string values, KW_MAX_HEADERS_SIZE bytes of names and values in all,
+ * whose names are HTTP tokens that konvox_webhooks does not set itself,
+ * each given once whatever its case, and whose values are one line of
+ * text.  The first problem is reported at elevel (ERROR for the endpoint's
+ * checks) and false returned.  No message shows a value, as values are
+ * often credentials; nor a name that is not a token, which may be a whole
+ * "Authorization: Bearer ..." line.
+ */
+bool
+kw_check_headers(Jsonb *headers, int elevel)
+{
+	static const char *const owned[] = {"Content-Type", "Content-Length",
+		"Host", "webhook-id", "webhook-timestamp", "webhook-signature",
+	"Transfer-Encoding", "Connection"};
+	char	   *names[KW_MAX_HEADERS];
+	int			n = 0;
+	int			size = 0;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_OBJECT(headers))
+	{
+		ereport(elevel,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("endpoint headers must be a JSON object"),
+				 errhint("Give them as {\"X-Api-Key\": \"...\"}, or '{}' for none.")));
+		return false;
+	}
+	if (JB_ROOT_COUNT(headers) > KW_MAX_HEADERS)
+	{
+		ereport(elevel,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many endpoint headers"),
+				 errdetail("%u headers are given; the limit is %d.",
+						   JB_ROOT_COUNT(headers), KW_MAX_HEADERS),
+				 errhint("Send a receiver one credential, not many.")));
+		return false;
+	}
+
+	it = JsonbIteratorInit(&headers->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *name;
+		int			len;
+		int			bad;
+
+		if (tok != WJB_KEY)
+			continue;
+		name = pnstrdup(v.val.string.val, v.val.string.len);
+		len = v.val.string.len;
+		bad = (len == 0) ? 0 : -1;
+		for (int i = 0; i < len && bad < 0; i++)
+		{
+			if (!kw_token_char((unsigned char) name[i]))
+				bad = i;
+		}
+		if (bad >= 0)
+		{
+			unsigned char c = (unsigned char) name[bad];
+
+			ereport(elevel,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid header name"),
+					 len == 0 ?
+					 errdetail("A header name is empty.") :
+					 (c > ' ' && c < 0x7f) ?
+					 errdetail("A header name of %d bytes has '%c' at byte %d.",
+							   len, c, bad + 1) :
+					 errdetail("A header name of %d bytes has byte 0x%02x at byte %d.",
+							   len, c, bad + 1),
+					 errhint("A header name is a token of letters, digits and !#$%%&'*+-.^_`|~, such as X-Api-Key; the value goes in the JSON value.")));
+			return false;
+		}
+		for (int i = 0; i < (int) lengthof(owned); i++)
+		{
+			if (pg_strcasecmp(name, owned[i]) != 0)
+				continue;
+			ereport(elevel,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("header \"%s\" is set by konvox_webhooks", name),
+					 errdetail("Content-Type, Content-Length, Host, webhook-id, webhook-timestamp, webhook-signature, Transfer-Encoding and Connection are the engine's own."),
+					 errhint("Remove it from the endpoint's headers.")));
+			return false;
+		}
+		for (int i = 0; i < n; i++)
+		{
+			if (pg_strcasecmp(name, names[i]) != 0)
+				continue;
+			ereport(elevel,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("header \"%s\" is given twice", name),
+					 errdetail("Header names are case-insensitive: \"%s\" and \"%s\" are the same header.",
+							   names[i], name),
+					 errhint("Keep one of them.")));
+			return false;
+		}
+		names[n++] = name;
+
+		tok = JsonbIteratorNext(&it, &v, true);
+		Assert(tok == WJB_VALUE);
+		if (v.type != jbvString)
+		{
+			ereport(elevel,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("value of header \"%s\" must be a JSON string", name),
+					 errhint("Give each header as \"Name\": \"value\".")));
+			return false;
+		}
+		if (v.val.string.len == 0)
+		{
+			ereport(elevel,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("value of header \"%s\" is empty", name),
+					 errhint("Remove the header, or give it a value.")));
+			return false;
+		}
+		for (int i = 0; i < v.val.string.len; i++)
+		{
+			unsigned char c = (unsigned char) v.val.string.val[i];
+
+			if ((c >= ' ' && c != 0x7f) || c == '\t')
+				continue;
+			ereport(elevel,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("value of header \"%s\" contains a line break or another control character",
+							name),
+					 errdetail("Byte %d of the value is 0x%02x.", i + 1, c),
+					 errhint("A header value is one line of text. The value is not shown, as it may be a secret.")));
+			return false;
+		}
+		size += len + v.val.string.len;
+	}
+
+	if (size > KW_MAX_HEADERS_SIZE)
+	{
+		ereport(elevel,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("endpoint headers are too large"),
+				 errdetail("Their names and values take %d bytes; the limit is %d.",
+						   size, KW_MAX_HEADERS_SIZE),
+				 errhint("Send a receiver a short credential, such as a token, not a document.")));
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Append an endpoint's headers, checked by kw_check_headers, to out as
+ * "Name: value" lines.
+ */
+void
+kw_append_headers(StringInfo out, Jsonb *headers)
+{
+	JsonbIterator *it = JsonbIteratorInit(&headers->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			appendBinaryStringInfo(out, v.val.string.val, v.val.string.len);
+			appendStringInfoString(out, ": ");
+		}
+		else if (tok == WJB_VALUE)
+		{
+			appendBinaryStringInfo(out, v.val.string.val, v.val.string.len);
+			appendStringInfoChar(out, '\n');
+		}
+	}
 }
 
 /*
@@ -832,6 +1193,18 @@ kw_endpoint_check(PG_FUNCTION_ARGS)
 							KW_MAX_CONCURRENCY),
 					 errhint("Leave it NULL for konvox_webhooks.max_concurrency_per_endpoint (now %d).",
 							 kw_max_concurrency_per_endpoint)));
+	}
+	attnum = SPI_fnumber(desc, "headers");
+	if (attnum > 0)
+	{
+		Datum		headers = SPI_getbinval(tuple, desc, attnum, &isnull);
+
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("endpoint headers must not be null"),
+					 errhint("Use '{}' for an endpoint without headers of its own.")));
+		kw_check_headers(DatumGetJsonbP(headers), ERROR);
 	}
 
 	events = SPI_getbinval(tuple, desc, SPI_fnumber(desc, "events"), &isnull);

@@ -41,6 +41,10 @@
 /* Longest error text recorded for an attempt. */
 #define KW_ERROR_LEN		256
 
+/* Most headers of an endpoint, and most bytes of their names and values. */
+#define KW_MAX_HEADERS		20
+#define KW_MAX_HEADERS_SIZE	8192
+
 /* Settings; see _PG_init for their meaning and defaults. */
 extern char *kw_database_name;
 extern int	kw_max_attempts;
@@ -57,6 +61,8 @@ extern int	kw_retention;
 extern int	kw_max_payload_size;
 extern bool kw_allow_private_targets;
 extern char *kw_ca_file;
+extern char *kw_proxy;
+extern char *kw_no_proxy;
 
 /* Most delivery workers konvox_webhooks.workers may ask for. */
 #define KW_MAX_WORKERS		16
@@ -99,10 +105,29 @@ typedef struct KwWorkerSlot
 	dlist_head	flights;		/* its KwFlights, under the lock */
 } KwWorkerSlot;
 
+/*
+ * What an attempt came to, for the attempt counters; kw_outcome_names
+ * holds the label of each.
+ */
+typedef enum KwOutcome
+{
+	KW_OUTCOME_SUCCESS,			/* a 2xx answer */
+	KW_OUTCOME_HTTP_ERROR,		/* another answer */
+	KW_OUTCOME_TIMEOUT,			/* no answer within request_timeout */
+	KW_OUTCOME_NETWORK,			/* no connection, a reset, no DNS answer */
+	KW_OUTCOME_TLS,				/* certificate not accepted, handshake */
+	KW_OUTCOME_PROXY,			/* the proxy failed, before the tunnel */
+	KW_OUTCOME_REFUSED,			/* address not allowed */
+	KW_OUTCOME_NOT_SENT,		/* found unfit to send */
+	KW_NUM_OUTCOMES
+} KwOutcome;
+
+extern const char *const kw_outcome_names[KW_NUM_OUTCOMES];
+
 typedef struct KwSharedState
 {
 	KwWorkerSlot workers[KW_MAX_WORKERS];
-	pg_atomic_uint32 launcher_procno;	/* INVALID_PGPROCNO when none */
+	pg_atomic_uint32 launcher_procno;	/* INVALID_PROC_NUMBER when none */
 
 	/* the rest is under lock, which also guards the endpoint states */
 	LWLock	   *lock;
@@ -112,6 +137,16 @@ typedef struct KwSharedState
 	int			nfree_flights;
 	dlist_head	free_flights;
 	KwFlight	flights[KW_MAX_FLIGHTS];
+
+	/*
+	 * Counters since the server started, for monitoring: added to by the
+	 * workers once the outcomes they count are committed, and never reset
+	 * otherwise, so that rates can be taken of them.
+	 */
+	TimestampTz counted_since;
+	pg_atomic_uint64 delivered; /* deliveries recorded as delivered */
+	pg_atomic_uint64 failed;	/* deliveries recorded as failed */
+	pg_atomic_uint64 attempts[KW_NUM_OUTCOMES];
 } KwSharedState;
 
 extern KwSharedState *kw_shared;
@@ -143,12 +178,15 @@ typedef struct KwRequest
 	bool		succeeded;		/* 2xx */
 	int			retry_after;	/* seconds a 429 or 503 asked to wait */
 	char		error[KW_ERROR_LEN];	/* empty on success */
+	KwOutcome	outcome;
 	char	   *response;		/* KW_RESPONSE_BODY_CAP + 1 bytes */
 	int			response_len;
 
 	/* private to http.c */
 	void	   *easy;
 	void	   *header_list;
+	bool		via_proxy;		/* sent through konvox_webhooks.proxy */
+	bool		reached;		/* connected to the receiver (tunnel up) */
 	int			addresses_tried;	/* connections libcurl tried to open */
 	int			addresses_refused;	/* of which not allowed */
 	char		refused_addresses[KW_ERROR_LEN];	/* for the server log */
@@ -162,6 +200,9 @@ extern bool kw_in_launcher;
 extern void kw_wake_worker(void);
 extern bool kw_sign(StringInfo out, const char *secret, const char *msg_id,
 					int64 timestamp, const char *body, int body_len);
+extern void kw_count_attempt(KwOutcome outcome, bool delivered, bool failed);
+extern bool kw_check_headers(Jsonb *headers, int elevel);
+extern void kw_append_headers(StringInfo out, Jsonb *headers);
 
 /* outbox.c */
 extern void kw_outbox_init(void);
@@ -171,6 +212,9 @@ extern void kw_check_event_type(const char *name, Jsonb *fields,
 								Jsonb *sample);
 extern int	kw_write_event(pg_uuid_t *id, text *event, text *company_id,
 						   Jsonb *data);
+extern pg_uuid_t *kw_write_keyed_event(pg_uuid_t *id, text *event,
+									   text *company_id, Jsonb *data,
+									   text *key, int *ndeliveries);
 
 /* launcher.c */
 extern PGDLLEXPORT void kw_launcher_main(Datum main_arg);
@@ -194,5 +238,7 @@ extern KwRequest *kw_http_next_done(void);
 extern bool kw_http_has_done(void);
 extern int	kw_http_in_flight(void);
 extern const char *kw_http_check_url(const char *url);
+extern const char *kw_http_check_proxy(const char *proxy);
+extern const char *kw_http_check_no_proxy(const char *no_proxy);
 
 #endif							/* KONVOX_WEBHOOKS_H */

@@ -24,6 +24,11 @@
  *   written by SQL, which emit() does itself at commit.  A column that
  *   emit() does not know is refused, since it could not honour its default.
  *
+ * An event with an idempotency key is the exception: its row goes through
+ * INSERT ... ON CONFLICT DO NOTHING, which alone can wait for a concurrent
+ * insert of the same key and tell whether it committed; its deliveries are
+ * written as any others.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -150,6 +155,8 @@ static bool kw_layout_valid = false;
 
 static SPIPlanPtr kw_load_types_plan = NULL;
 static SPIPlanPtr kw_load_endpoints_plan = NULL;
+static SPIPlanPtr kw_keyed_insert_plan = NULL;
+static SPIPlanPtr kw_keyed_lookup_plan = NULL;
 
 PG_FUNCTION_INFO_V1(kw_cache_invalidate);
 
@@ -764,7 +771,7 @@ static void
 kw_load_layout(Relation events, Relation deliveries)
 {
 	static const char *const events_columns[] = {
-		"id", "event", "company_id", "data", "created_at", NULL
+		"id", "event", "company_id", "data", "created_at", "idempotency_key", NULL
 	};
 	static const char *const deliveries_columns[] = {
 		"id", "event_id", "endpoint_id", "status", "attempts",
@@ -870,33 +877,21 @@ kw_insert(KwWriter *w, KwTableWriter *tw)
 }
 
 /*
- * Store an event, and a pending delivery for each active endpoint of its
- * company subscribed to it.  Returns the number of deliveries.
+ * The active endpoints of a company subscribed to an event, copied out of
+ * the cache into *ids: opening a sequence or a TOAST table accepts
+ * invalidations, which may reset the cache while we write.  Returns how
+ * many.
  */
-int
-kw_write_event(pg_uuid_t *id, text *event, text *company_id, Jsonb *data)
+static int
+kw_subscribed_endpoints(text *company_id, const char *event_name,
+						int64 **ids)
 {
-	KwWriter   *w;
-	TupleTableSlot *slot;
 	KwCompanyEntry *company;
-	char	   *event_name = text_to_cstring(event);
-	TimestampTz now = GetCurrentTransactionStartTimestamp();
-	int64	   *endpoint_ids;
-	int			ndeliveries = 0;
+	int			n = 0;
 
-	if (kw_writer != NULL && kw_writer_stale)
-		kw_close_writer();
-	if (kw_writer == NULL)
-		kw_writer = kw_open_writer();
-	w = kw_writer;
-
-	/*
-	 * Copy out the subscribed endpoints before writing anything: opening a
-	 * sequence or a TOAST table accepts invalidations, which may reset the
-	 * cache under our feet.
-	 */
 	company = kw_company_endpoints(text_to_cstring(company_id));
-	endpoint_ids = palloc(sizeof(int64) * Max(1, company->nendpoints));
+
+	*ids = palloc(sizeof(int64) * Max(1, company->nendpoints));
 	for (int i = 0; i < company->nendpoints; i++)
 	{
 		KwEndpointRef *ep = &company->endpoints[i];
@@ -905,31 +900,34 @@ kw_write_event(pg_uuid_t *id, text *event, text *company_id, Jsonb *data)
 		{
 			if (strcmp(ep->events[j], event_name) == 0)
 			{
-				endpoint_ids[ndeliveries++] = ep->id;
+				(*ids)[n++] = ep->id;
 				break;
 			}
 		}
 	}
-	company = NULL;
+	return n;
+}
 
-	slot = w->events.slot;
-	ExecClearTuple(slot);
-	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
-	slot->tts_values[w->l.ev_id - 1] = UUIDPGetDatum(id);
-	slot->tts_isnull[w->l.ev_id - 1] = false;
-	slot->tts_values[w->l.ev_event - 1] = PointerGetDatum(event);
-	slot->tts_isnull[w->l.ev_event - 1] = false;
-	slot->tts_values[w->l.ev_company - 1] = PointerGetDatum(company_id);
-	slot->tts_isnull[w->l.ev_company - 1] = false;
-	slot->tts_values[w->l.ev_data - 1] = JsonbPGetDatum(data);
-	slot->tts_isnull[w->l.ev_data - 1] = false;
-	slot->tts_values[w->l.ev_created - 1] = TimestampTzGetDatum(now);
-	slot->tts_isnull[w->l.ev_created - 1] = false;
-	kw_insert(w, &w->events);
+/* The writer of this transaction, opened again if a table changed. */
+static KwWriter *
+kw_get_writer(void)
+{
+	if (kw_writer != NULL && kw_writer_stale)
+		kw_close_writer();
+	if (kw_writer == NULL)
+		kw_writer = kw_open_writer();
+	return kw_writer;
+}
 
-	for (int i = 0; i < ndeliveries; i++)
+/* Write a pending delivery of event id to each of n endpoints. */
+static void
+kw_write_deliveries(KwWriter *w, pg_uuid_t *id, int64 *endpoint_ids, int n,
+					TimestampTz now)
+{
+	TupleTableSlot *slot = w->deliveries.slot;
+
+	for (int i = 0; i < n; i++)
 	{
-		slot = w->deliveries.slot;
 		ExecClearTuple(slot);
 		memset(slot->tts_isnull, true,
 			   sizeof(bool) * slot->tts_tupleDescriptor->natts);
@@ -950,6 +948,136 @@ kw_write_event(pg_uuid_t *id, text *event, text *company_id, Jsonb *data)
 		slot->tts_isnull[w->l.d_created - 1] = false;
 		kw_insert(w, &w->deliveries);
 	}
+}
+
+/*
+ * Store an event, and a pending delivery for each active endpoint of its
+ * company subscribed to it.  Returns the number of deliveries.
+ */
+int
+kw_write_event(pg_uuid_t *id, text *event, text *company_id, Jsonb *data)
+{
+	KwWriter   *w = kw_get_writer();
+	TupleTableSlot *slot;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	int64	   *endpoint_ids;
+	int			ndeliveries;
+
+	ndeliveries = kw_subscribed_endpoints(company_id, text_to_cstring(event),
+										  &endpoint_ids);
+
+	slot = w->events.slot;
+	ExecClearTuple(slot);
+	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
+	slot->tts_values[w->l.ev_id - 1] = UUIDPGetDatum(id);
+	slot->tts_isnull[w->l.ev_id - 1] = false;
+	slot->tts_values[w->l.ev_event - 1] = PointerGetDatum(event);
+	slot->tts_isnull[w->l.ev_event - 1] = false;
+	slot->tts_values[w->l.ev_company - 1] = PointerGetDatum(company_id);
+	slot->tts_isnull[w->l.ev_company - 1] = false;
+	slot->tts_values[w->l.ev_data - 1] = JsonbPGetDatum(data);
+	slot->tts_isnull[w->l.ev_data - 1] = false;
+	slot->tts_values[w->l.ev_created - 1] = TimestampTzGetDatum(now);
+	slot->tts_isnull[w->l.ev_created - 1] = false;
+	kw_insert(w, &w->events);
+
+	kw_write_deliveries(w, id, endpoint_ids, ndeliveries, now);
 	pfree(endpoint_ids);
 	return ndeliveries;
+}
+
+/*
+ * Store an event with an idempotency key, as kw_write_event does, unless
+ * the company already has an event of that type with that key: then write
+ * nothing and return that event's id.  Returns the id of the new event
+ * otherwise, with the number of deliveries written in *ndeliveries.
+ *
+ * The event row goes through INSERT ... ON CONFLICT DO NOTHING on the
+ * partial unique index of keys, so that concurrent emits with one key make
+ * one event: each waits for the transaction that inserted the key first,
+ * and finds its event if it commits, or inserts its own if it aborts.  In
+ * READ COMMITTED the lookup that follows takes a new snapshot and sees the
+ * committed event.  In REPEATABLE READ and SERIALIZABLE, a key taken by a
+ * transaction that committed after our snapshot was taken is a
+ * serialization failure (40001), raised by ON CONFLICT itself: retried, the
+ * transaction returns that event's id.
+ */
+pg_uuid_t *
+kw_write_keyed_event(pg_uuid_t *id, text *event, text *company_id,
+					 Jsonb *data, text *key, int *ndeliveries)
+{
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	pg_uuid_t  *existing = NULL;
+	bool		inserted = false;
+	Datum		args[6];
+	int64	   *endpoint_ids;
+
+	SPI_connect();
+	if (kw_keyed_insert_plan == NULL)
+	{
+		Oid			types[6] = {UUIDOID, TEXTOID, TEXTOID, JSONBOID,
+		TIMESTAMPTZOID, TEXTOID};
+
+		kw_keyed_insert_plan = kw_keep_plan(
+			"INSERT INTO webhooks.events"
+			"       (id, event, company_id, data, created_at, idempotency_key)"
+			" VALUES ($1, $2, $3, $4, $5, $6)"
+			" ON CONFLICT (company_id, event, idempotency_key)"
+			"    WHERE idempotency_key IS NOT NULL DO NOTHING",
+			6, types);
+	}
+	if (kw_keyed_lookup_plan == NULL)
+	{
+		Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+
+		kw_keyed_lookup_plan = kw_keep_plan(
+			"SELECT id FROM webhooks.events"
+			" WHERE company_id OPERATOR(pg_catalog.=) $1"
+			"   AND event OPERATOR(pg_catalog.=) $2"
+			"   AND idempotency_key OPERATOR(pg_catalog.=) $3",
+			3, types);
+	}
+	args[0] = UUIDPGetDatum(id);
+	args[1] = PointerGetDatum(event);
+	args[2] = PointerGetDatum(company_id);
+	args[3] = JsonbPGetDatum(data);
+	args[4] = TimestampTzGetDatum(now);
+	args[5] = PointerGetDatum(key);
+
+	/* the event found can be purged before we read it: then insert again */
+	for (int tries = 0; !inserted && existing == NULL; tries++)
+	{
+		Datum		lookup_args[3] = {args[2], args[1], args[5]};
+
+		if (tries == 3)
+			elog(ERROR, "could not insert or find the event of an idempotency key");
+		if (SPI_execute_plan(kw_keyed_insert_plan, args, NULL, false, 0) !=
+			SPI_OK_INSERT)
+			elog(ERROR, "could not insert into webhooks.events");
+		inserted = (SPI_processed == 1);
+		if (inserted)
+			break;
+		if (SPI_execute_plan(kw_keyed_lookup_plan, lookup_args, NULL, false,
+							 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read webhooks.events");
+		if (SPI_processed == 1)
+		{
+			bool		isnull;
+
+			existing = DatumGetUUIDP(SPI_datumTransfer(
+				SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+							  &isnull), false, UUID_LEN));
+		}
+	}
+	SPI_finish();
+
+	*ndeliveries = 0;
+	if (!inserted)
+		return existing;
+
+	*ndeliveries = kw_subscribed_endpoints(company_id, text_to_cstring(event),
+										   &endpoint_ids);
+	kw_write_deliveries(kw_get_writer(), id, endpoint_ids, *ndeliveries, now);
+	pfree(endpoint_ids);
+	return id;
 }

@@ -50,7 +50,7 @@ static Oid	kw_record_plan_for = InvalidOid;
 static SPIPlanPtr kw_record_plan = NULL;
 
 /* One outcome, as the recording statement takes it. */
-typedef struct KwOutcome
+typedef struct KwOutcomeRow
 {
 	int64		id;
 	int64		endpoint_id;
@@ -63,7 +63,7 @@ typedef struct KwOutcome
 	text	   *response;		/* NULL: none */
 	TimestampTz next_attempt_at;	/* 0: none */
 	TimestampTz finished_at;	/* 0: not finished */
-} KwOutcome;
+} KwOutcomeRow;
 
 /* A finished request, to be recorded. */
 void
@@ -161,7 +161,7 @@ kw_response_text(KwRequest *req)
  * gets no attempt row.
  */
 static void
-kw_write_outcomes(KwOutcome *o, int n)
+kw_write_outcomes(KwOutcomeRow *o, int n)
 {
 	Datum	   *v[10];
 	bool	   *nulls[10];
@@ -251,9 +251,9 @@ kw_write_outcomes(KwOutcome *o, int n)
  */
 void
 kw_record_not_sent(Datum *ids, int32 *attempts, int64 *endpoints,
-				   char **reasons, int n)
+				   char **reasons, int n, bool *failed)
 {
-	KwOutcome  *o = palloc(sizeof(KwOutcome) * Max(1, n));
+	KwOutcomeRow  *o = palloc(sizeof(KwOutcomeRow) * Max(1, n));
 	TimestampTz now = GetCurrentTimestamp();
 
 	for (int i = 0; i < n; i++)
@@ -271,6 +271,7 @@ kw_record_not_sent(Datum *ids, int32 *attempts, int64 *endpoints,
 		o[i].response = NULL;
 		o[i].next_attempt_at = retry_at;
 		o[i].finished_at = retry_at == 0 ? now : 0;
+		failed[i] = (retry_at == 0);
 	}
 	kw_write_outcomes(o, n);
 }
@@ -286,6 +287,9 @@ kw_record_batch(KwRequest **reqs, int n, bool report, char *error,
 {
 	MemoryContext old = CurrentMemoryContext;
 	volatile bool ok = true;
+	KwOutcomeRow *volatile o = palloc(sizeof(KwOutcomeRow) * Max(1, n));
+	KwOutcome  *volatile outcomes = palloc(sizeof(KwOutcome) * Max(1, n));
+	volatile int m = 0;
 
 	PG_TRY();
 	{
@@ -293,9 +297,6 @@ kw_record_batch(KwRequest **reqs, int n, bool report, char *error,
 		MemoryContextSwitchTo(old);
 		if (kw_extension_ready())
 		{
-			KwOutcome  *o = palloc(sizeof(KwOutcome) * Max(1, n));
-			int			m = 0;
-
 			for (int r = 0; r < n; r++)
 			{
 				KwRequest  *req = reqs[r];
@@ -319,6 +320,7 @@ kw_record_batch(KwRequest **reqs, int n, bool report, char *error,
 					kw_response_text(req);
 				o[m].next_attempt_at = retry_at;
 				o[m].finished_at = retry_at == 0 ? req->finished_at : 0;
+				outcomes[m] = req->outcome;
 				m++;
 
 				elog(DEBUG1, "konvox_webhooks: delivery " INT64_FORMAT
@@ -339,6 +341,11 @@ kw_record_batch(KwRequest **reqs, int n, bool report, char *error,
 			}
 		}
 		kw_commit();
+
+		/* counted for monitoring once committed */
+		for (int i = 0; i < m; i++)
+			kw_count_attempt(outcomes[i], o[i].status[0] == 'd',
+							 o[i].status[0] == 'f');
 	}
 	PG_CATCH();
 	{

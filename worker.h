@@ -108,7 +108,7 @@ extern bool kw_record_due(void);
 extern TimestampTz kw_record_next_time(void);
 extern void kw_record(void);
 extern void kw_record_not_sent(Datum *ids, int32 *attempts, int64 *endpoints,
-							   char **reasons, int n);
+							   char **reasons, int n, bool *failed);
 
 /* retention.c */
 extern void kw_apply_retention(void);

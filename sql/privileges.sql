@@ -95,6 +95,8 @@ SELECT count(*) FROM webhooks.endpoints;
 \echo :LAST_ERROR_SQLSTATE
 SELECT secret FROM webhooks.endpoints;
 \echo :LAST_ERROR_SQLSTATE
+SELECT headers FROM webhooks.endpoints;
+\echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM webhooks.events;
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM webhooks.delivery_history;

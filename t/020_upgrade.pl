@@ -419,6 +419,30 @@ like(
 	'the listing shows the columns added by 1.1');
 like(sql("SELECT string_agg(x, E'\\n') FROM ($catalog{indexes}) s(x)"),
 	qr/deliveries_redelivery_idx/, 'and the indexes');
+like(
+	sql(
+		"SELECT string_agg(x, E'\\n') FROM ($catalog{columns}) s(x)", 'fresh'),
+	qr/^endpoints\.headers jsonb not null identity= generated= default='\{\}'::jsonb /m,
+	'the listing shows the columns added by 1.2');
+like(
+	sql(
+		"SELECT string_agg(x, E'\\n') FROM ($catalog{columns}) s(x)", 'fresh'),
+	qr/^events\.idempotency_key text identity= generated= default=- /m,
+	'the key of idempotent emits');
+like(sql("SELECT string_agg(x, E'\\n') FROM ($catalog{indexes}) s(x)"),
+	qr/CREATE UNIQUE INDEX events_idempotency_idx .* WHERE \(idempotency_key IS NOT NULL\)/,
+	'and its index');
+my $functions =
+  sql("SELECT string_agg(x, E'\\n') FROM ($catalog{functions}) s(x)");
+for my $f (
+	'set_headers(bigint,jsonb)', 'create_endpoint(text,text,text[],text,jsonb)',
+	'emit(text,text,jsonb,text)', 'metrics()',
+	'delivery_counters()', 'attempt_counters()')
+{
+	like($functions, qr/^webhooks\.\Q$f\E /m, "and the function $f");
+}
+unlike($functions, qr/^webhooks\.create_endpoint\(text,text,text\[\],text\) /m,
+	'and not the create_endpoint() that 1.2 replaced');
 
 $node->stop;
 done_testing();
