@@ -37,9 +37,13 @@
 /* Longest wait between tries of recording that keeps failing. */
 #define KW_RECORD_BACKOFF_MAX_MS	60000
 
-/* finished requests waiting to be recorded */
+/*
+ * finished requests waiting to be recorded: the first kw_nstuck of them
+ * could not be recorded before, the others are new
+ */
 static KwRequest **kw_results = NULL;
 static int	kw_nresults = 0;
+static int	kw_nstuck = 0;
 static int	kw_results_size = 0;
 
 /* recording that keeps failing: tries so far, and when to try again */
@@ -82,18 +86,24 @@ kw_record_add(KwRequest *req)
 	kw_results[kw_nresults++] = req;
 }
 
-/* Is there something to record now? */
+/*
+ * Is there something to record now: new outcomes, or those that could not
+ * be recorded before, once their wait is over?
+ */
 bool
 kw_record_due(void)
 {
-	return kw_nresults > 0 && GetCurrentTimestamp() >= kw_record_retry_at;
+	return kw_nresults > kw_nstuck ||
+		(kw_nstuck > 0 && GetCurrentTimestamp() >= kw_record_retry_at);
 }
 
 /* When recording is next due, if nothing finishes before. */
 TimestampTz
 kw_record_next_time(void)
 {
-	return kw_nresults > 0 ? kw_record_retry_at : DT_NOEND;
+	if (kw_nresults > kw_nstuck)
+		return 0;
+	return kw_nstuck > 0 ? kw_record_retry_at : DT_NOEND;
 }
 
 /*
@@ -359,32 +369,38 @@ kw_record_batch(KwRequest **reqs, int n, bool report, char *error,
 }
 
 /*
- * Record every finished request that is due; see the file's comment for
- * what happens when that fails.
+ * Record every finished request that is due: the new ones, and those that
+ * could not be recorded before once their wait is over.  See the file's
+ * comment for what happens when that fails.
  */
 void
 kw_record(void)
 {
-	KwRequest **done = palloc(sizeof(KwRequest *) * kw_nresults);
+	bool		retry_stuck = kw_nstuck > 0 &&
+		GetCurrentTimestamp() >= kw_record_retry_at;
+	int			first = retry_stuck ? 0 : kw_nstuck;
+	int			n = kw_nresults - first;
+	KwRequest **batch = kw_results + first;
+	KwRequest **done = palloc(sizeof(KwRequest *) * Max(1, n));
+	KwRequest **left = palloc(sizeof(KwRequest *) * Max(1, n));
 	int			ndone = 0;
 	int			nleft = 0;
 	char		error[KW_ERROR_LEN] = "";
 
-	if (kw_record_batch(kw_results, kw_nresults, kw_record_failures == 0,
-						error, sizeof(error)))
+	if (kw_record_batch(batch, n, kw_record_failures == 0, error,
+						sizeof(error)))
 	{
-		memcpy(done, kw_results, sizeof(KwRequest *) * kw_nresults);
-		ndone = kw_nresults;
+		memcpy(done, batch, sizeof(KwRequest *) * n);
+		ndone = n;
 	}
 	else
 	{
-		for (int i = 0; i < kw_nresults; i++)
+		for (int i = 0; i < n; i++)
 		{
-			if (kw_nresults > 1 &&
-				kw_record_batch(&kw_results[i], 1, false, NULL, 0))
-				done[ndone++] = kw_results[i];
+			if (n > 1 && kw_record_batch(&batch[i], 1, false, NULL, 0))
+				done[ndone++] = batch[i];
 			else
-				kw_results[nleft++] = kw_results[i];
+				left[nleft++] = batch[i];
 		}
 	}
 
@@ -395,9 +411,13 @@ kw_record(void)
 		kw_claim_finished(done[i]);
 		kw_free_slot(done[i]);
 	}
-	kw_nresults = nleft;
 
-	if (nleft > 0)
+	/* what is left waits, the stuck ones first */
+	memcpy(batch, left, sizeof(KwRequest *) * nleft);
+	kw_nresults = first + nleft;
+	kw_nstuck = kw_nresults;
+
+	if (nleft > 0 && (retry_stuck || kw_record_failures == 0))
 	{
 		long		wait_ms = Min(KW_RECORD_BACKOFF_MAX_MS,
 								  1000L << Min(kw_record_failures, 16));
@@ -412,7 +432,7 @@ kw_record(void)
 		kw_record_retry_at = GetCurrentTimestamp() +
 			(TimestampTz) wait_ms * 1000;
 	}
-	else if (kw_record_failures > 0)
+	else if (kw_nstuck == 0 && kw_record_failures > 0)
 	{
 		ereport(LOG,
 				(errmsg("konvox_webhooks records delivery outcomes again")));
@@ -420,4 +440,5 @@ kw_record(void)
 		kw_record_retry_at = 0;
 	}
 	pfree(done);
+	pfree(left);
 }

@@ -229,4 +229,37 @@ is($node->safe_psql('postgres',
 	"SELECT status FROM webhooks.deliveries WHERE event_id = '$id{s500}'"),
 	'failed', 'the earlier delivery stays failed');
 
+# Many attempts: with max_attempts = 100, base * 2^(n-1) passes the range
+# of a timestamp long before the last attempt.  The wait is clamped to
+# max_retry_delay, however far n goes.  A delivery is set by hand to have
+# made 70 attempts already; its 71st fails, and its next is due within
+# max_retry_delay (2 s), not in the past and not out of range.
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET konvox_webhooks.max_attempts = 100; ALTER SYSTEM SET konvox_webhooks.max_retry_delay = '2s'; SELECT pg_reload_conf()"
+);
+$node->poll_query_until('postgres',
+	"SELECT current_setting('konvox_webhooks.max_attempts') = '100' AND current_setting('konvox_webhooks.max_retry_delay') = '2s'"
+) or die 'the reload did not happen';
+receiver_control($r, '/s500', 'status=500');
+my $many = $node->safe_psql('postgres', q{
+INSERT INTO webhooks.deliveries (event_id, endpoint_id, attempts, next_attempt_at)
+SELECT (SELECT event_id FROM webhooks.deliveries WHERE endpoint_id = e.id LIMIT 1),
+       e.id, 70, now() + interval '1 hour'
+  FROM webhooks.endpoints e WHERE e.company_id = 's500'
+RETURNING id});
+$node->safe_psql('postgres',
+	"UPDATE webhooks.deliveries SET next_attempt_at = now() WHERE id = $many");
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT attempts = 72 FROM webhooks.deliveries WHERE id = $many"),
+	'attempts 71 and 72 of a delivery with max_attempts = 100 were made');
+is( $node->safe_psql(
+		'postgres', qq{
+SELECT bool_and(next_attempt_at > started_at
+                AND next_attempt_at <= started_at + duration_ms * interval '1 ms'
+                                       + interval '2 seconds')
+  FROM webhooks.delivery_attempts WHERE delivery_id = $many AND attempt IN (71, 72)}),
+	't',
+	'each retry was scheduled within max_retry_delay of the end of the attempt before');
+
 done_testing();

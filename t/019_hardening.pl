@@ -1,0 +1,180 @@
+# Delivery never stalls, loops or waits without bound:
+#
+# - the first event after the served database and the extension are
+#   created goes out at once, not at the launcher's next look;
+# - when a worker cannot start (no background worker slot), the others
+#   send every delivery, and worker_status() says that fewer run than are
+#   configured;
+# - one bad row (an event whose created_at is infinity) fails alone, with
+#   a reason, and the others go out;
+# - a delivery whose event is missing is failed once old enough, and left
+#   pending while young (a restore in progress);
+# - rows committed late with an early next_attempt_at do not wait behind a
+#   backlog to the same endpoint;
+# - pg_terminate_backend ends a worker that waits on a lock.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin/../test";
+use KwTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $r = kw_receiver();
+
+###
+### A database created after the server started, with one worker slot for
+### two workers
+###
+my $a = kw_node(
+	'late_database',
+	no_extension => 1,
+	conf => q{
+konvox_webhooks.database_name = 'later'
+max_worker_processes = 2
+max_logical_replication_workers = 0
+max_parallel_workers = 0
+});
+$a->wait_for_log(qr/konvox_webhooks waiting for database "later" to exist/);
+$a->safe_psql('postgres', 'CREATE DATABASE later');
+$a->safe_psql('later', 'CREATE EXTENSION konvox_webhooks');
+$a->safe_psql('later',
+	"SELECT webhooks.create_endpoint('acme', '"
+	  . receiver_url($r, '/first')
+	  . "', ARRAY['enrollment.created'])");
+my $first = $a->safe_psql('later',
+	q{SELECT webhooks.emit('enrollment.created', 'acme', '{"enrollmentId": "e", "contactId": "c", "campaignId": "k"}')});
+ok( $a->poll_query_until(
+		'later',
+		"SELECT count(*) = 1 FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id WHERE d.event_id = '$first'"
+	),
+	'the first event was sent');
+my $wait = $a->safe_psql('later',
+	qq{SELECT extract(epoch FROM a.started_at - e.created_at)
+	     FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+	     JOIN webhooks.events e ON e.id = d.event_id WHERE e.id = '$first'});
+cmp_ok($wait, '<', 1,
+	"the first event after CREATE DATABASE and CREATE EXTENSION went out within a second ($wait s)");
+
+$a->wait_for_log(qr/could not start delivery worker 2: no background worker slot is free/);
+is( $a->safe_psql('later',
+		'SELECT running, workers, configured FROM webhooks.worker_status()'),
+	'f|1|2',
+	'worker_status(): not all running, 1 of the 2 configured');
+kw_emit_many($a, 'later', 'acme', 20);
+kw_wait_drained($a, 'later', 'acme');
+is( $a->safe_psql('later',
+		"SELECT count(*) FILTER (WHERE status = 'delivered') || ' ' || count(DISTINCT id % 2) FROM webhooks.deliveries"
+	),
+	'21 2',
+	'the one worker sent every delivery, of odd ids and of even');
+$a->stop;
+
+###
+### One server for the rest
+###
+my $node = kw_node('hardening');
+
+sub sql
+{
+	return $node->safe_psql('postgres', $_[0]);
+}
+my $ep = sql("SELECT id FROM webhooks.create_endpoint('acme', '"
+	  . receiver_url($r, '/hook')
+	  . "', ARRAY['enrollment.created'])");
+
+# one bad row among good ones
+my $bad = sql(qq{
+WITH e AS (
+    INSERT INTO webhooks.events (event, company_id, data, created_at)
+    VALUES ('enrollment.created', 'acme',
+            '{"enrollmentId": "bad", "contactId": "c", "campaignId": "k"}', 'infinity')
+    RETURNING id)
+INSERT INTO webhooks.deliveries (event_id, endpoint_id) SELECT id, $ep FROM e
+RETURNING id});
+kw_emit_many($node, 'postgres', 'acme', 5);
+kw_wait_drained($node, 'postgres', 'acme');
+is(sql("SELECT status || ': ' || last_error FROM webhooks.deliveries WHERE id = $bad"),
+	"failed: the event's created_at is not a finite time",
+	'a delivery whose request cannot be built fails alone, with the reason');
+is( sql(
+		"SELECT count(*) FROM webhooks.deliveries WHERE id <> $bad AND status = 'delivered'"),
+	'5',
+	'and the others were delivered');
+
+# deliveries whose event is missing: one older than a day, one new
+my ($old_orphan, $young_orphan) = split /\n/, sql(qq{
+INSERT INTO webhooks.deliveries (event_id, endpoint_id, created_at)
+VALUES (gen_random_uuid(), $ep, now() - interval '2 days'),
+       (gen_random_uuid(), $ep, now())
+RETURNING id});
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT status = 'failed' AND last_error = 'event missing' FROM webhooks.deliveries WHERE id = $old_orphan"
+	),
+	'a delivery whose event has been missing for over a day is failed');
+is(sql("SELECT status || ' ' || attempts FROM webhooks.deliveries WHERE id = $young_orphan"),
+	'pending 0', 'a young one is left pending, as for a restore in progress');
+sql("DELETE FROM webhooks.deliveries WHERE id = $young_orphan");
+
+# a late commit beside a backlog: a transaction emits first and commits
+# after 3,000 later events have started to drain, slowly (4 at a time, 20 ms
+# each); its event goes out while most of the backlog still waits
+my $slow = sql("SELECT id FROM webhooks.create_endpoint('slowco', '"
+	  . receiver_url($r, '/slow?delay_ms=20')
+	  . "', ARRAY['enrollment.created'])");
+sql("UPDATE webhooks.endpoints SET max_concurrency = 4 WHERE id = $slow");
+my $late = $node->background_psql('postgres', on_error_stop => 1);
+$late->query_safe('BEGIN');
+my $late_event = $late->query_safe(
+	q{SELECT webhooks.emit('enrollment.created', 'slowco', '{"enrollmentId": "late", "contactId": "c", "campaignId": "k"}')});
+kw_emit_many($node, 'postgres', 'slowco', 3000);
+$node->poll_query_until('postgres',
+	"SELECT count(*) >= 200 FROM webhooks.deliveries WHERE endpoint_id = $slow AND status = 'delivered'"
+) or die 'the backlog did not start draining';
+$late->query_safe('COMMIT');
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT status = 'delivered' FROM webhooks.deliveries WHERE event_id = '$late_event'"
+	),
+	'the event committed late was delivered');
+cmp_ok(
+	sql("SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = $slow AND status = 'pending'"),
+	'>=', 1000, '... while at least 1,000 of the backlog still waited');
+$late->quit;
+sql("DELETE FROM webhooks.endpoints WHERE id = $slow");
+
+# pg_terminate_backend ends a worker that waits on a lock
+my $locker = $node->background_psql('postgres', on_error_stop => 1);
+$locker->query_safe('BEGIN');
+$locker->query_safe('LOCK TABLE webhooks.delivery_attempts IN ACCESS EXCLUSIVE MODE');
+my $locked_event = sql(
+	q{SELECT webhooks.emit('enrollment.created', 'acme', '{"enrollmentId": "locked", "contactId": "c", "campaignId": "k"}')});
+ok( $node->poll_query_until(
+		'postgres', q{
+SELECT count(*) > 0 FROM pg_stat_activity
+ WHERE backend_type = 'konvox_webhooks worker' AND wait_event_type = 'Lock'}),
+	'a worker waits on the lock to record its outcome');
+my $blocked = sql(q{
+SELECT pid FROM pg_stat_activity
+ WHERE backend_type = 'konvox_webhooks worker' AND wait_event_type = 'Lock' LIMIT 1});
+my $offset = -s $node->logfile;
+sql("SELECT pg_terminate_backend($blocked)");
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $blocked"),
+	'pg_terminate_backend ended it');
+like(kw_log_since($node, $offset), qr/terminating background worker .* due to administrator command/,
+	'... by the termination, while the lock was still held');
+unlike(kw_log_since($node, $offset), qr/lock timeout/, 'not by a lock timeout');
+$locker->query_safe('ROLLBACK');
+$locker->quit;
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT status = 'delivered' FROM webhooks.deliveries WHERE event_id = '$locked_event'"
+	),
+	'once the lock is gone, the delivery is recorded (sent again by a restarted worker)');
+
+done_testing();
