@@ -375,15 +375,21 @@ CREATE FUNCTION webhooks.metrics(OUT workers integer,
                                  OUT deliveries_due bigint,
                                  OUT oldest_due_delivery_age_seconds double precision,
                                  OUT deliveries_delivered_total bigint,
-                                 OUT deliveries_failed_total bigint)
+                                 OUT deliveries_failed_total bigint,
+                                 OUT endpoints_failing integer,
+                                 OUT endpoints_held integer)
 LANGUAGE sql
 VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT w.workers, w.running, w.in_flight,
            q.pending, q.due, q.oldest,
-           c.delivered, c.failed
-      FROM (SELECT count(*)::integer AS workers,
+           c.delivered, c.failed,
+           h.failing, h.held
+      FROM (SELECT count(*) FILTER (WHERE e.state <> 'healthy')::integer AS failing,
+                   count(*) FILTER (WHERE e.retry_after_until IS NOT NULL)::integer AS held
+              FROM webhooks._endpoint_states() e) h,
+           (SELECT count(*)::integer AS workers,
                    count(*) FILTER (WHERE s.pid <> 0)::integer AS running,
                    coalesce(sum(s.in_flight), 0)::integer AS in_flight
               FROM webhooks._worker_slots() s) w,
@@ -397,7 +403,7 @@ AS $$
            webhooks.delivery_counters() c;
 $$;
 COMMENT ON FUNCTION webhooks.metrics() IS
-'For monitoring: delivery workers configured and running, requests in flight, pending and due deliveries, how long the oldest due delivery has been due (s), and the delivered and failed counters';
+'For monitoring: delivery workers configured and running, requests in flight, pending and due deliveries, how long the oldest due delivery has been due (s), the delivered and failed counters, and the endpoints failing (circuit breaker open) and held by Retry-After now';
 
 ---------------------------------------------------------------------------
 -- Privileges: PUBLIC gets nothing

@@ -122,6 +122,8 @@ is_deeply(
 		konvox_webhooks_oldest_due_delivery_age_seconds => 'gauge',
 		konvox_webhooks_deliveries_delivered_total => 'counter',
 		konvox_webhooks_deliveries_failed_total => 'counter',
+		konvox_webhooks_endpoints_failing => 'gauge',
+		konvox_webhooks_endpoints_held => 'gauge',
 		konvox_webhooks_attempts_total => 'counter',
 	},
 	'the metrics and their types');
@@ -218,6 +220,33 @@ is( join(',',
 		$m->{'konvox_webhooks_attempts_total{success}'}),
 	'13,5,13',
 	'the counters stay where they were');
+
+#
+# Endpoint health: one failing (breaker open after 2 failures in a row),
+# one held by Retry-After
+#
+sql(q{ALTER SYSTEM SET konvox_webhooks.breaker_failures = 2;
+      ALTER SYSTEM SET konvox_webhooks.max_attempts = 5;
+      SELECT pg_reload_conf()});
+$node->poll_query_until('postgres',
+	"SELECT current_setting('konvox_webhooks.breaker_failures') = '2'")
+  or die 'the reload did not happen';
+endpoint('broken', receiver_url($r, '/broken?status=500'));
+endpoint('busy', receiver_url($r, '/busy?status=429&retry_after=3600'));
+emit('broken', 3);
+emit('busy', 1);
+$m = scrape_until(
+	sub {
+		$_[0]{konvox_webhooks_endpoints_failing} == 1
+		  && $_[0]{konvox_webhooks_endpoints_held} == 1;
+	});
+ok($m, 'endpoints_failing: 1, endpoints_held: 1');
+is( sql(
+		q{SELECT string_agg(h.state || ' ' || (h.retry_after_until IS NOT NULL), ', ' ORDER BY e.company_id)
+	   FROM webhooks.endpoint_health h JOIN webhooks.endpoints e ON e.id = h.endpoint_id
+	  WHERE e.company_id IN ('broken', 'busy')}),
+	'failing false, healthy true',
+	'as endpoint_health shows them');
 
 #
 # A worker that stops shows in workers_running until the launcher starts
