@@ -607,7 +607,7 @@ kw_new_easy(KwRequest *req)
 											  1L),
 						"CURLOPT_HTTPPROXYTUNNEL") ||
 		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_HEADEROPT,
-											  CURLHEADER_SEPARATE),
+											  (long) CURLHEADER_SEPARATE),
 						"CURLOPT_HEADEROPT") ||
 		!kw_must_setopt(req, curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION,
 											  kw_open_socket_cb),
