@@ -740,6 +740,264 @@ kw_prepare_carefully(KwRequest *req, KwEndpointInfo *ep, HeapTuple tuple,
 	return verdict;
 }
 
+/* One claim: what it works on, kept where PG_CATCH can see it. */
+typedef struct KwClaimPass
+{
+	TimestampTz now;
+	int			slots;			/* free request slots */
+	KwDue	  **due;			/* the candidates' entries in the view */
+	KwEndpointInfo **eps;		/* and their endpoints */
+	KwCandidate *cands;
+	int			ncands;
+	bool		planned;		/* endpoint.c has marked them claimed */
+	KwRequest **taken;			/* requests to send once committed */
+	int			ntaken;
+	KwVerdicts	fail;			/* deliveries to fail at once */
+	KwVerdicts	unsent;			/* deliveries to record as not sent */
+	bool	   *unsent_failed;	/* which of those that failed */
+} KwClaimPass;
+
+/*
+ * The candidates of a claim: the due endpoints of the view, least
+ * recently served first, that can be sent to.  The deliveries of those
+ * that cannot (deleted, deactivated) are failed here.
+ */
+static void
+kw_choose_candidates(KwClaimPass *p)
+{
+	int			ndue;
+	int64	   *ids;
+	bool	   *held;
+
+	p->due = kw_due_endpoints(p->now, &ndue);
+	ndue = Min(ndue, KW_CLAIM_BATCH);
+	ids = palloc(sizeof(int64) * Max(1, ndue));
+	for (int i = 0; i < ndue; i++)
+		ids[i] = p->due[i]->endpoint_id;
+	p->eps = kw_load_endpoints(ids, ndue);
+	held = palloc(sizeof(bool) * Max(1, ndue));
+	kw_fail_lost_endpoints(ids, p->eps, ndue, held);
+
+	p->cands = palloc0(sizeof(KwCandidate) * Max(1, ndue));
+	for (int i = 0; i < ndue; i++)
+	{
+		KwCandidate *c = &p->cands[p->ncands];
+
+		if (held[i])
+		{
+			p->due[i]->due_at = DT_NOEND;
+			continue;
+		}
+		p->due[p->ncands] = p->due[i];
+		p->eps[p->ncands] = p->eps[i];
+		c->endpoint_id = ids[i];
+		c->cap = p->eps[i]->cap;
+		c->mine = p->due[i]->mine;
+		p->ncands++;
+	}
+}
+
+/*
+ * The claim statement's arguments: for each candidate given anything,
+ * where to read its queue and how far.  Returns how many.
+ */
+static int
+kw_claim_args(KwClaimPass *p, Datum *args)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * Max(1, p->ncands));
+	Datum	   *at = palloc(sizeof(Datum) * Max(1, p->ncands));
+	Datum	   *after = palloc(sizeof(Datum) * Max(1, p->ncands));
+	Datum	   *n = palloc(sizeof(Datum) * Max(1, p->ncands));
+	int			nq = 0;
+
+	for (int i = 0; i < p->ncands; i++)
+	{
+		KwCandidate *c = &p->cands[i];
+
+		c->limit = 0;
+		if (c->send + c->not_sent == 0)
+			continue;
+		c->limit = Min(KW_CLAIM_BATCH, c->send + c->not_sent + c->nskip);
+		ids[nq] = Int64GetDatum(c->endpoint_id);
+		at[nq] = TimestampTzGetDatum(c->from_start ? DT_NOBEGIN : c->after_at);
+		after[nq] = Int64GetDatum(c->from_start ? 0 : c->after_id);
+		n[nq++] = Int32GetDatum(c->limit);
+	}
+	args[0] = kw_array(ids, NULL, nq, INT8OID);
+	args[1] = kw_array(at, NULL, nq, TIMESTAMPTZOID);
+	args[2] = kw_array(after, NULL, nq, INT8OID);
+	args[3] = kw_array(n, NULL, nq, INT4OID);
+	return nq;
+}
+
+/* The candidate a claimed row belongs to; rows come in the order asked. */
+static int
+kw_candidate_of(KwClaimPass *p, int64 endpoint_id, int from)
+{
+	for (int i = from; i < p->ncands; i++)
+	{
+		if (p->cands[i].endpoint_id == endpoint_id)
+			return i;
+	}
+	for (int i = 0; i < from; i++)
+	{
+		if (p->cands[i].endpoint_id == endpoint_id)
+			return i;
+	}
+	elog(ERROR, "claimed a delivery of endpoint " INT64_FORMAT ", not asked for",
+		 endpoint_id);
+	return -1;					/* keep compiler quiet */
+}
+
+/*
+ * Read the candidates' due deliveries, in one statement, and decide what
+ * becomes of each: a request to send, an attempt recorded as not sent, a
+ * delivery failed at once, or nothing yet (in flight, or its event not
+ * there yet).
+ */
+static void
+kw_read_deliveries(KwClaimPass *p)
+{
+	Datum		args[4];
+	int			ci = 0;
+
+	kw_verdicts_init(&p->fail, 0);
+	kw_verdicts_init(&p->unsent, 0);
+	if (kw_claim_args(p, args) == 0)
+		return;
+
+	/* not read-only: the statement takes a snapshot of its own */
+	if (SPI_execute_plan(kw_claim_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read due deliveries");
+	kw_verdicts_init(&p->fail, SPI_processed);
+	kw_verdicts_init(&p->unsent, SPI_processed);
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		endpoint_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		int64		id = DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
+		int32		attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
+		KwCandidate *c;
+		KwRequest  *req;
+		const char *why = NULL;
+		KwVerdict	verdict;
+
+		ci = kw_candidate_of(p, endpoint_id, ci);
+		c = &p->cands[ci];
+		c->read++;
+		c->last_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 4, &isnull));
+		c->last_id = id;
+
+		if (kw_skipped(c, id))
+			continue;			/* in flight: claimed before */
+
+		/* its event is missing: a restore not done, or lost for good */
+		(void) SPI_getbinval(tuple, desc, 6, &isnull);
+		if (isnull)
+		{
+			TimestampTz created_at =
+				DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull));
+
+			if (p->now - created_at >= (TimestampTz) KW_ORPHAN_GRACE_MS * 1000)
+				kw_verdicts_add(&p->fail, id, 0, endpoint_id, "event missing");
+			continue;
+		}
+
+		/* a failing endpoint: all but the probe are recorded as not sent */
+		if (c->send == 0)
+		{
+			if (c->not_sent > 0)
+			{
+				kw_verdicts_add(&p->unsent, id, attempts + 1, endpoint_id,
+								c->note);
+				c->not_sent--;
+			}
+			continue;
+		}
+
+		req = kw_take_slot();
+		req->endpoint_id = endpoint_id;
+		req->probe = c->probe;
+		verdict = kw_prepare_carefully(req, p->eps[ci], tuple, desc, p->now,
+									   &why);
+		if (verdict == KW_SEND)
+		{
+			p->taken[p->ntaken++] = req;
+			c->send--;
+			c->taken++;
+			continue;
+		}
+		kw_free_slot(req);
+		if (verdict == KW_NOT_SENT)
+			kw_verdicts_add(&p->unsent, id, attempts + 1, endpoint_id, why);
+		else
+			kw_verdicts_add(&p->fail, id, 0, endpoint_id, why);
+	}
+}
+
+/* Fail, and record as not sent, what the claim decided so. */
+static void
+kw_write_verdicts(KwClaimPass *p)
+{
+	if (p->fail.n > 0)
+	{
+		Datum		args[2];
+
+		args[0] = kw_array(p->fail.ids, NULL, p->fail.n, INT8OID);
+		args[1] = kw_array(p->fail.reasons, NULL, p->fail.n, TEXTOID);
+		if (SPI_execute_plan(kw_fail_plan, args, NULL, false, 0) !=
+			SPI_OK_UPDATE)
+			elog(ERROR, "could not fail undeliverable deliveries");
+		ereport(LOG,
+				(errmsg("konvox_webhooks failed %d deliveries that cannot be sent, the first: %s",
+						p->fail.n, p->fail.texts[0])));
+	}
+	if (p->unsent.n > 0)
+	{
+		p->unsent_failed = palloc(sizeof(bool) * p->unsent.n);
+		kw_record_not_sent(p->unsent.ids, p->unsent.attempts,
+						   p->unsent.endpoints, p->unsent.texts, p->unsent.n,
+						   p->unsent_failed);
+	}
+}
+
+/* When to look at each candidate again, after the claim has committed. */
+static void
+kw_schedule_candidates(KwClaimPass *p)
+{
+	TimestampTz now = p->now;
+
+	for (int i = 0; i < p->ncands; i++)
+	{
+		KwCandidate *c = &p->cands[i];
+		KwDue	   *d = p->due[i];
+
+		if (c->limit == 0)
+		{
+			/* held; claimed or capped by other workers; or no room left */
+			if (c->hold_until > now)
+				d->due_at = c->hold_until;
+			else if (c->busy && d->mine == 0)
+				d->due_at = now + (TimestampTz) KW_BUSY_RECHECK_MS * 1000;
+			else
+				d->due_at = 0;
+			continue;
+		}
+		d->served_at = now;
+		d->mine += c->taken;
+		if (c->read >= c->limit)
+			d->due_at = 0;		/* more may be due */
+		else if (c->hold_until > now)
+			d->due_at = c->hold_until;
+		else
+			d->due_at = (d->next_at > now) ? d->next_at : DT_NOEND;
+	}
+	kw_update_next_claim();
+}
+
 /*
  * Claim what may be sent now, and send it; see the file's comment.
  */
@@ -747,257 +1005,43 @@ void
 kw_claim(void)
 {
 	MemoryContext old = CurrentMemoryContext;
-	TimestampTz now = GetCurrentTimestamp();
-	KwCandidate *volatile cands = NULL;
-	volatile int ncands = 0;
-	KwRequest **taken;
-	volatile int ntaken = 0;
+	KwClaimPass *p = palloc0(sizeof(KwClaimPass));
 	volatile bool ok = true;
-	bool		planned = false;
-	int			slots = kw_free_slots();
-	bool	   *volatile unsent_failed = NULL;
-	volatile int nunsent = 0;
 
-	taken = palloc(sizeof(KwRequest *) * Max(1, slots));
+	p->now = GetCurrentTimestamp();
+	p->slots = kw_free_slots();
+	p->taken = palloc(sizeof(KwRequest *) * Max(1, p->slots));
 	PG_TRY();
 	{
 		kw_begin("claiming deliveries");
 		MemoryContextSwitchTo(old);
 		if (kw_extension_ready())
 		{
-			KwDue	  **due;
-			int			ndue;
-			int64	   *ids;
-			KwEndpointInfo **eps;
-			bool	   *held;
-			Datum	   *q_ids,
-					   *q_at,
-					   *q_after,
-					   *q_n;
-			int			nq = 0;
-			KwVerdicts fail;
-			KwVerdicts unsent;
-
 			kw_prepare_plans();
-			if (kw_view_stale || now >= kw_next_enumeration())
+			if (kw_view_stale || p->now >= kw_next_enumeration())
 			{
 				TimestampTz t0 = GetCurrentTimestamp();
 
-				kw_enumerate(now);
+				kw_enumerate(p->now);
 				kw_enumerated_at = GetCurrentTimestamp();
 				kw_enumerate_usecs = (long) (kw_enumerated_at - t0);
 			}
-
-			due = kw_due_endpoints(now, &ndue);
-			ndue = Min(ndue, KW_CLAIM_BATCH);
-			ids = palloc(sizeof(int64) * Max(1, ndue));
-			for (int i = 0; i < ndue; i++)
-				ids[i] = due[i]->endpoint_id;
-			eps = kw_load_endpoints(ids, ndue);
-			held = palloc(sizeof(bool) * Max(1, ndue));
-			kw_fail_lost_endpoints(ids, eps, ndue, held);
-
-			/* the candidates: the due endpoints that can be sent to */
-			cands = palloc0(sizeof(KwCandidate) * Max(1, ndue));
-			for (int i = 0; i < ndue; i++)
-			{
-				if (held[i])
-				{
-					due[i]->due_at = DT_NOEND;
-					continue;
-				}
-				due[ncands] = due[i];
-				eps[ncands] = eps[i];
-				cands[ncands].endpoint_id = ids[i];
-				cands[ncands].cap = eps[i]->cap;
-				cands[ncands++].mine = due[i]->mine;
-			}
+			kw_choose_candidates(p);
 
 			/* from here on, nothing may take a snapshot before the claim */
-			kw_endpoints_plan(cands, ncands, slots, kw_running_workers());
-			planned = true;
-
-			q_ids = palloc(sizeof(Datum) * Max(1, ncands));
-			q_at = palloc(sizeof(Datum) * Max(1, ncands));
-			q_after = palloc(sizeof(Datum) * Max(1, ncands));
-			q_n = palloc(sizeof(Datum) * Max(1, ncands));
-			for (int i = 0; i < ncands; i++)
-			{
-				KwCandidate *c = &cands[i];
-
-				c->limit = 0;
-				if (c->send + c->not_sent == 0)
-					continue;
-				c->limit = Min(KW_CLAIM_BATCH, c->send + c->not_sent + c->nskip);
-				q_ids[nq] = Int64GetDatum(c->endpoint_id);
-				q_at[nq] = TimestampTzGetDatum(c->from_start ? DT_NOBEGIN :
-											   c->after_at);
-				q_after[nq] = Int64GetDatum(c->from_start ? 0 : c->after_id);
-				q_n[nq++] = Int32GetDatum(c->limit);
-			}
-
-			kw_verdicts_init(&fail, 0);
-			kw_verdicts_init(&unsent, 0);
-			if (nq > 0)
-			{
-				Datum		args[4];
-				uint64		nrows;
-				int			ci = 0;
-
-				args[0] = kw_array(q_ids, NULL, nq, INT8OID);
-				args[1] = kw_array(q_at, NULL, nq, TIMESTAMPTZOID);
-				args[2] = kw_array(q_after, NULL, nq, INT8OID);
-				args[3] = kw_array(q_n, NULL, nq, INT4OID);
-
-				/* not read-only: the statement takes a snapshot of its own */
-				if (SPI_execute_plan(kw_claim_plan, args, NULL, false, 0) !=
-					SPI_OK_SELECT)
-					elog(ERROR, "could not read due deliveries");
-				nrows = SPI_processed;
-				kw_verdicts_init(&fail, nrows);
-				kw_verdicts_init(&unsent, nrows);
-
-				for (uint64 r = 0; r < nrows; r++)
-				{
-					HeapTuple	tuple = SPI_tuptable->vals[r];
-					TupleDesc	desc = SPI_tuptable->tupdesc;
-					bool		isnull;
-					int64		endpoint_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-					int64		id = DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
-					int32		attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
-					TimestampTz created_at;
-					KwCandidate *c;
-					KwRequest  *req;
-					const char *why = NULL;
-					KwVerdict	verdict;
-
-					/* rows come endpoint by endpoint, in the order asked */
-					while (ci < ncands && cands[ci].endpoint_id != endpoint_id)
-						ci++;
-					if (ci == ncands)
-					{
-						for (ci = 0; ci < ncands; ci++)
-							if (cands[ci].endpoint_id == endpoint_id)
-								break;
-					}
-					c = &cands[ci];
-					c->read++;
-					c->last_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 4, &isnull));
-					c->last_id = id;
-
-					if (kw_skipped(c, id))
-						continue;	/* in flight: claimed before */
-
-					/* its event is missing: a restore not done, or lost */
-					(void) SPI_getbinval(tuple, desc, 6, &isnull);
-					if (isnull)
-					{
-						created_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull));
-						if (now - created_at >= (TimestampTz) KW_ORPHAN_GRACE_MS * 1000)
-							kw_verdicts_add(&fail, id, 0, endpoint_id,
-											"event missing");
-						continue;
-					}
-
-					if (c->send == 0)
-					{
-						/* a failing endpoint: recorded as not sent */
-						if (c->not_sent > 0)
-						{
-							kw_verdicts_add(&unsent, id, attempts + 1,
-											endpoint_id, c->note);
-							c->not_sent--;
-						}
-						continue;
-					}
-
-					req = kw_take_slot();
-					req->endpoint_id = endpoint_id;
-					req->probe = c->probe;
-					verdict = kw_prepare_carefully(req, eps[ci], tuple, desc,
-												   now, &why);
-					if (verdict == KW_SEND)
-					{
-						taken[ntaken++] = req;
-						c->send--;
-						c->taken++;
-						continue;
-					}
-					kw_free_slot(req);
-					if (verdict == KW_NOT_SENT)
-						kw_verdicts_add(&unsent, id, attempts + 1,
-										endpoint_id, why);
-					else
-						kw_verdicts_add(&fail, id, 0, endpoint_id, why);
-				}
-			}
-
-			if (fail.n > 0)
-			{
-				Datum		args[2];
-
-				args[0] = kw_array(fail.ids, NULL, fail.n, INT8OID);
-				args[1] = kw_array(fail.reasons, NULL, fail.n, TEXTOID);
-				if (SPI_execute_plan(kw_fail_plan, args, NULL, false, 0) !=
-					SPI_OK_UPDATE)
-					elog(ERROR, "could not fail undeliverable deliveries");
-				ereport(LOG,
-						(errmsg("konvox_webhooks failed %d deliveries that cannot be sent, the first: %s",
-								fail.n, fail.texts[0])));
-			}
-			if (unsent.n > 0)
-			{
-				unsent_failed = palloc(sizeof(bool) * unsent.n);
-				kw_record_not_sent(unsent.ids, unsent.attempts,
-								   unsent.endpoints, unsent.texts, unsent.n,
-								   unsent_failed);
-				nunsent = unsent.n;
-			}
-
-			/* when to look at each endpoint again */
-			for (int i = 0; i < ncands; i++)
-			{
-				KwCandidate *c = &cands[i];
-				KwDue	   *d = due[i];
-
-				if (c->limit == 0)
-				{
-					/* held; busy elsewhere; or no room left for it */
-					if (c->hold_until > now)
-						d->due_at = c->hold_until;
-					else if (c->busy && d->mine == 0)
-						d->due_at = now + (TimestampTz) KW_BUSY_RECHECK_MS * 1000;
-					else
-						d->due_at = 0;
-					continue;
-				}
-				d->served_at = now;
-				if (c->read >= c->limit)
-					d->due_at = 0;	/* more may be due */
-				else if (c->hold_until > now)
-					d->due_at = c->hold_until;
-				else
-					d->due_at = (d->next_at > now) ? d->next_at : DT_NOEND;
-			}
-			for (int i = 0; i < ntaken; i++)
-			{
-				KwDue	   *d = hash_search(kw_due, &taken[i]->endpoint_id,
-											HASH_FIND, NULL);
-
-				if (d != NULL)
-					d->mine++;
-			}
+			kw_endpoints_plan(p->cands, p->ncands, p->slots,
+							  kw_running_workers());
+			p->planned = true;
+			kw_read_deliveries(p);
+			kw_write_verdicts(p);
 		}
 		else
 		{
 			/* a commit in the database (CREATE EXTENSION) wakes us sooner */
-			kw_claim_backoff_until = now +
+			kw_claim_backoff_until = p->now +
 				(TimestampTz) KW_MISSING_RECHECK_MS * 1000;
 		}
 		kw_commit();
-		kw_careful = false;
-		for (int i = 0; i < nunsent; i++)
-			kw_count_attempt(KW_OUTCOME_NOT_SENT, false, unsent_failed[i]);
 	}
 	PG_CATCH();
 	{
@@ -1010,24 +1054,28 @@ kw_claim(void)
 	if (!ok)
 	{
 		/* claim nothing; look at the queue again, carefully, in a while */
-		MemoryContextSwitchTo(old);
-		if (planned)
-			kw_endpoints_unclaim(cands, ncands);
-		for (int i = 0; i < ntaken; i++)
-			kw_free_slot(taken[i]);
+		if (p->planned)
+			kw_endpoints_unclaim(p->cands, p->ncands);
+		for (int i = 0; i < p->ntaken; i++)
+			kw_free_slot(p->taken[i]);
 		kw_view_stale = true;
 		kw_careful = true;
 		kw_claim_backoff_until = GetCurrentTimestamp() +
 			(TimestampTz) KW_ERROR_BACKOFF_MS * 1000;
 		return;
 	}
-	if (planned)
-		kw_endpoints_claimed(cands, ncands, taken, ntaken);
-	kw_update_next_claim();
+	kw_careful = false;
+	for (int i = 0; i < p->unsent.n; i++)
+		kw_count_attempt(KW_OUTCOME_NOT_SENT, false, p->unsent_failed[i]);
+	if (p->planned)
+	{
+		kw_endpoints_claimed(p->cands, p->ncands, p->taken, p->ntaken);
+		kw_schedule_candidates(p);
+	}
 
 	/* the transaction is over: now, and only now, send */
-	for (int i = 0; i < ntaken; i++)
-		kw_http_start(taken[i], kw_request_timeout);
+	for (int i = 0; i < p->ntaken; i++)
+		kw_http_start(p->taken[i], kw_request_timeout);
 }
 
 /*

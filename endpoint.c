@@ -423,9 +423,34 @@ kw_is_failure(KwRequest *req)
 }
 
 /*
+ * A request has its answer: a 429 or 503 with Retry-After holds its
+ * endpoint from now on, before the outcome is even recorded, so that no
+ * claim meanwhile sends it more.
+ */
+void
+kw_endpoints_answered(KwRequest *req)
+{
+	KwEndpointState *st;
+
+	if (!req->sent || req->retry_after <= 0 ||
+		(req->status_code != 429 && req->status_code != 503))
+		return;
+	LWLockAcquire(kw_shared->lock, LW_EXCLUSIVE);
+	st = kw_state(req->endpoint_id, false);
+	if (st != NULL)
+	{
+		TimestampTz until = req->finished_at + (TimestampTz)
+		Min(req->retry_after, kw_max_retry_after) * USECS_PER_SEC;
+
+		st->retry_after_until = Max(st->retry_after_until, until);
+	}
+	LWLockRelease(kw_shared->lock);
+}
+
+/*
  * After the outcomes of requests have been recorded and committed: the
- * deliveries leave the flights, the endpoints' health and Retry-After
- * follow the outcomes.
+ * deliveries leave the flights, and the endpoints' health follows the
+ * outcomes.
  */
 void
 kw_endpoints_finished(KwRequest **reqs, int nreqs)
@@ -445,15 +470,6 @@ kw_endpoints_finished(KwRequest **reqs, int nreqs)
 		req->flight = NULL;
 		if (st == NULL)
 			continue;
-
-		if (req->sent && (req->status_code == 429 || req->status_code == 503) &&
-			req->retry_after > 0)
-		{
-			TimestampTz until = req->finished_at + (TimestampTz)
-			Min(req->retry_after, kw_max_retry_after) * USECS_PER_SEC;
-
-			st->retry_after_until = Max(st->retry_after_until, until);
-		}
 
 		if (!req->sent)
 		{

@@ -84,6 +84,7 @@ kw_record_add(KwRequest *req)
 		MemoryContextSwitchTo(old);
 	}
 	kw_results[kw_nresults++] = req;
+	kw_endpoints_answered(req);
 }
 
 /*

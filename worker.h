@@ -121,6 +121,7 @@ extern void kw_endpoints_plan(KwCandidate *cands, int ncands, int room,
 extern void kw_endpoints_claimed(KwCandidate *cands, int ncands,
 								 KwRequest **reqs, int nreqs);
 extern void kw_endpoints_unclaim(KwCandidate *cands, int ncands);
+extern void kw_endpoints_answered(KwRequest *req);
 extern void kw_endpoints_finished(KwRequest **reqs, int nreqs);
 extern void kw_endpoints_worker_exit(void);
 extern int	kw_endpoints_room(void);

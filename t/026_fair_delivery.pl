@@ -201,6 +201,8 @@ if ($failed > 0)
 ### Retry-After
 ###
 my $ra = endpoint('raco', '/ra?status=429&retry_after=3');
+# one request at a time, so that none is on its way when a hold begins
+sql("UPDATE webhooks.endpoints SET max_concurrency = 1 WHERE id = $ra");
 kw_emit_many($node, 'postgres', 'raco', 3);
 ok( $node->poll_query_until(
 		'postgres', qq{
