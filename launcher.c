@@ -33,6 +33,9 @@
 /* Wait before starting a delivery worker again. */
 #define KW_RESTART_DELAY_MS		5000
 
+/* the log has said that worker i found no slot, and it has not yet */
+static bool kw_no_slot[KW_MAX_WORKERS];
+
 static bool kw_database_exists(const char *name);
 static BackgroundWorkerHandle *kw_start_worker(int i);
 
@@ -203,12 +206,19 @@ kw_start_worker(int i)
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 	{
-		ereport(LOG,
-				(errmsg("konvox_webhooks could not start delivery worker %d: no background worker slot is free",
-						i + 1),
-				 errhint("Raise max_worker_processes.")));
+		/* said once, not at every try */
+		if (!kw_no_slot[i])
+			ereport(LOG,
+					(errmsg("konvox_webhooks could not start delivery worker %d: no background worker slot is free",
+							i + 1),
+					 errdetail("The other workers send its deliveries meanwhile; it is tried again every %d ms.",
+							   KW_RESTART_DELAY_MS),
+					 errhint("Raise max_worker_processes.")));
+		kw_no_slot[i] = true;
 		handle = NULL;
 	}
+	else
+		kw_no_slot[i] = false;
 	MemoryContextSwitchTo(old);
 	return handle;
 }
