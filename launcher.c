@@ -33,7 +33,7 @@
 /* Wait before starting a delivery worker again. */
 #define KW_RESTART_DELAY_MS		5000
 
-/* the log has said that worker i found no slot, and it has not yet */
+/* the log has said that worker i found no free slot, since it last started */
 static bool kw_no_slot[KW_MAX_WORKERS];
 
 static bool kw_database_exists(const char *name);
