@@ -42,8 +42,11 @@
 /* A delivery whose event is missing is failed once it is this old. */
 #define KW_ORPHAN_GRACE_MS	(24 * 3600 * 1000L)
 
-/* Deliveries of a failing endpoint recorded as not sent, per claim. */
-#define KW_NOT_SENT_BATCH	500
+/*
+ * Deliveries of a failing endpoint recorded as not sent, per claim: few
+ * enough that a backlog of them does not hold up other endpoints long.
+ */
+#define KW_NOT_SENT_BATCH	100
 
 /*
  * An endpoint that a claim may take deliveries from, and what endpoint.c
