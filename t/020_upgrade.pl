@@ -169,7 +169,7 @@ is(sql($counts_query),
 # from 18 on, \dx shows the default version after the installed one
 like(
 	sql('\dx konvox_webhooks'),
-	qr/^konvox_webhooks\|1\.1\|(?:1\.1\|)?pg_catalog\|/,
+	qr/^konvox_webhooks\|1\.1\|(?:1\.2\|)?pg_catalog\|/,
 	'\dx shows version 1.1');
 
 #
