@@ -278,6 +278,20 @@ kw_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 		return 0;
 	}
 
+	/*
+	 * A connection waits to read only once it is open: for a request whose
+	 * TLS handshake has not finished, that means the server has not
+	 * answered it (see kw_in_tls_handshake)
+	 */
+	if ((what & CURL_POLL_IN) && st->connection && easy != NULL)
+	{
+		KwRequest  *req = NULL;
+
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
+		if (req != NULL)
+			req->awaited_answer = true;
+	}
+
 	memset(&ev, 0, sizeof(ev));
 	if (what & CURL_POLL_IN)
 		ev.events |= EPOLLIN;
@@ -543,6 +557,7 @@ kw_reset_outcome(KwRequest *req)
 	req->response_len = 0;
 	req->next_done = NULL;
 	req->sent = false;
+	req->awaited_answer = false;
 	req->retry_after = 0;
 	req->started_at = GetCurrentTimestamp();
 }
@@ -823,22 +838,19 @@ kw_set_trust(CURL *easy)
 
 /*
  * Did a request end in the TLS handshake of a new connection: TCP connected
- * (it has a local port), the handshake not done?
+ * (libcurl waited to read from it), the handshake not done?  (libcurl 8
+ * knows no local port before the handshake ends.)
  */
 static bool
 kw_in_tls_handshake(KwRequest *req)
 {
 	char	   *scheme = NULL;
-	long		connects = 0;
-	long		local_port = 0;
 	curl_off_t	tls_done = 0;
 
 	curl_easy_getinfo(req->easy, CURLINFO_SCHEME, &scheme);
-	curl_easy_getinfo(req->easy, CURLINFO_NUM_CONNECTS, &connects);
-	curl_easy_getinfo(req->easy, CURLINFO_LOCAL_PORT, &local_port);
 	curl_easy_getinfo(req->easy, CURLINFO_APPCONNECT_TIME_T, &tls_done);
 	return scheme != NULL && pg_strcasecmp(scheme, "https") == 0 &&
-		connects > 0 && local_port > 0 && tls_done == 0;
+		req->awaited_answer && tls_done == 0;
 }
 
 /*
@@ -894,7 +906,10 @@ kw_tls_error(KwRequest *req, CURLcode result)
 	else if (strncmp(detail, "SSL: ", 5) == 0)
 		detail += 5;
 
-	if (strstr(detail, "host name") != NULL)
+	/* in words of our own, and never with the address it was checked for */
+	if (strstr(detail, "host name") != NULL ||
+		strstr(detail, "subject name") != NULL ||
+		strstr(detail, "does not match") != NULL)
 		detail = "it is not valid for the host name of the URL";
 	else if (strstr(detail, "wrong version number") != NULL)
 		detail = "the server did not answer in TLS (is it plain HTTP?)";

@@ -191,6 +191,7 @@ typedef struct KwRequest
 	int			addresses_refused;	/* of which not allowed */
 	char		refused_addresses[KW_ERROR_LEN];	/* for the server log */
 	char		curl_error[KW_ERROR_LEN];	/* libcurl's error buffer */
+	bool		awaited_answer; /* waited to read on an open connection */
 	struct KwRequest *next_done;
 } KwRequest;
 

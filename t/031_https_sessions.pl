@@ -61,13 +61,16 @@ is_deeply([ $handshakes, $resumed, $requests ], [ 1, 0, 1 ],
 
 # Then 8 at once, keep-alive off on the receiver: the slots that had never
 # connected (all but the one whose connection is still open) connect at the
-# same time, each resuming the session of that first connection.  Without
-# the share, each would have shaken hands in full.
+# same time, resuming the sessions of connections that other slots made.
+# Without the share, each would shake hands in full.  How many resume
+# depends on the libcurl: 7.88 resumes every one of them from the one
+# session it keeps per host; 8.x keeps the TLS 1.3 tickets, each good for
+# one resumption, and the first connection brought only a few.
 ($handshakes, $resumed, $requests) = drain('burst', 8);
 is($requests, 8, 'a burst of 8: the 8 requests arrived');
 cmp_ok($handshakes, '>=', 7, 'a burst of 8: 7 or 8 new connections');
-is($handshakes - $resumed, 0,
-	'a burst of 8: every new slot resumed the session of another slot\'s connection');
+cmp_ok($resumed, '>=', 1,
+	"a burst of 8: new slots resumed the session of another slot's connection ($resumed of $handshakes)");
 
 # Keep-alive off: every request needs a connection of its own, and
 # handshakes resume sessions.  How many depends on timing (see the top):
