@@ -423,26 +423,36 @@ kw_is_failure(KwRequest *req)
 }
 
 /*
- * A request has its answer: a 429 or 503 with Retry-After holds its
- * endpoint from now on, before the outcome is even recorded, so that no
- * claim meanwhile sends it more.
+ * Requests have their answers (or failed): they no longer count against
+ * the caps, though their deliveries stay claimed until their outcomes are
+ * recorded.  A 429 or 503 with Retry-After holds its endpoint from now
+ * on, before the outcome is even recorded, so that no claim meanwhile
+ * sends it more.
  */
 void
-kw_endpoints_answered(KwRequest *req)
+kw_endpoints_answered(KwRequest **reqs, int nreqs)
 {
-	KwEndpointState *st;
-
-	if (!req->sent || req->retry_after <= 0 ||
-		(req->status_code != 429 && req->status_code != 503))
-		return;
 	LWLockAcquire(kw_shared->lock, LW_EXCLUSIVE);
-	st = kw_state(req->endpoint_id, false);
-	if (st != NULL)
+	for (int i = 0; i < nreqs; i++)
 	{
-		TimestampTz until = req->finished_at + (TimestampTz)
-		Min(req->retry_after, kw_max_retry_after) * USECS_PER_SEC;
+		KwRequest  *req = reqs[i];
+		KwEndpointState *st = kw_state(req->endpoint_id, false);
 
-		st->retry_after_until = Max(st->retry_after_until, until);
+		if (req->flight != NULL && req->flight->request)
+		{
+			req->flight->request = false;
+			if (st != NULL)
+				st->requests--;
+			kw_shared->requests--;
+		}
+		if (st != NULL && req->sent && req->retry_after > 0 &&
+			(req->status_code == 429 || req->status_code == 503))
+		{
+			TimestampTz until = req->finished_at + (TimestampTz)
+			Min(req->retry_after, kw_max_retry_after) * USECS_PER_SEC;
+
+			st->retry_after_until = Max(st->retry_after_until, until);
+		}
 	}
 	LWLockRelease(kw_shared->lock);
 }

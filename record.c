@@ -46,6 +46,9 @@ static int	kw_nresults = 0;
 static int	kw_nstuck = 0;
 static int	kw_results_size = 0;
 
+/* the oldest of the new outcomes finished then */
+static TimestampTz kw_oldest_fresh_at = 0;
+
 /* recording that keeps failing: tries so far, and when to try again */
 static int	kw_record_failures = 0;
 static TimestampTz kw_record_retry_at = 0;
@@ -84,27 +87,43 @@ kw_record_add(KwRequest *req)
 		MemoryContextSwitchTo(old);
 	}
 	kw_results[kw_nresults++] = req;
-	kw_endpoints_answered(req);
+	kw_endpoints_answered(&req, 1);
+	kw_claim_finished(req);
+	if (kw_nresults == kw_nstuck + 1)
+		kw_oldest_fresh_at = req->finished_at;
 }
 
 /*
- * Is there something to record now: new outcomes, or those that could not
- * be recorded before, once their wait is over?
+ * Is there something to record now?  New outcomes, in batches: once there
+ * are KW_RECORD_BATCH of them, the oldest has waited KW_RECORD_DELAY_MS,
+ * or no request is left in flight to add to them (in_flight); a statement
+ * costs about as much as twenty of its rows, so few large ones go further.
+ * And those that could not be recorded before, once their wait is over.
  */
 bool
-kw_record_due(void)
+kw_record_due(int in_flight)
 {
-	return kw_nresults > kw_nstuck ||
-		(kw_nstuck > 0 && GetCurrentTimestamp() >= kw_record_retry_at);
+	TimestampTz now = GetCurrentTimestamp();
+	int			fresh = kw_nresults - kw_nstuck;
+
+	if (kw_nstuck > 0 && now >= kw_record_retry_at)
+		return true;
+	return fresh > 0 &&
+		(fresh >= KW_RECORD_BATCH || in_flight == 0 ||
+		 now >= kw_oldest_fresh_at + (TimestampTz) KW_RECORD_DELAY_MS * 1000);
 }
 
 /* When recording is next due, if nothing finishes before. */
 TimestampTz
 kw_record_next_time(void)
 {
+	TimestampTz next = DT_NOEND;
+
 	if (kw_nresults > kw_nstuck)
-		return 0;
-	return kw_nstuck > 0 ? kw_record_retry_at : DT_NOEND;
+		next = kw_oldest_fresh_at + (TimestampTz) KW_RECORD_DELAY_MS * 1000;
+	if (kw_nstuck > 0)
+		next = Min(next, kw_record_retry_at);
+	return next;
 }
 
 /*
@@ -408,10 +427,7 @@ kw_record(void)
 	/* recorded: the deliveries leave the flights, the slots are free */
 	kw_endpoints_finished(done, ndone);
 	for (int i = 0; i < ndone; i++)
-	{
-		kw_claim_finished(done[i]);
 		kw_free_slot(done[i]);
-	}
 
 	/* what is left waits, the stuck ones first */
 	memcpy(batch, left, sizeof(KwRequest *) * nleft);

@@ -205,7 +205,7 @@ kw_worker_main(Datum main_arg)
 											"konvox_webhooks worker loop",
 											ALLOCSET_DEFAULT_SIZES);
 	kw_http_init(kw_max_concurrency);
-	kw_ensure_slots(kw_max_concurrency);
+	kw_ensure_slots(2 * kw_max_concurrency);
 	kw_claim_init();
 
 	wait_set = CreateWaitEventSet(NULL, 3);
@@ -237,7 +237,7 @@ kw_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			kw_http_configure(kw_max_concurrency);
-			kw_ensure_slots(kw_max_concurrency);
+			kw_ensure_slots(2 * kw_max_concurrency);
 			kw_claim_reset();
 			kw_retention_reset();
 		}
@@ -247,7 +247,7 @@ kw_worker_main(Datum main_arg)
 		while ((req = kw_http_next_done()) != NULL)
 			kw_record_add(req);
 		pg_atomic_write_u32(&kw_me->in_flight, (uint32) kw_http_in_flight());
-		if (kw_record_due())
+		if (kw_record_due(kw_http_in_flight()))
 			kw_record();
 
 		if (kw_claim_wanted())
@@ -281,8 +281,10 @@ kw_worker_main(Datum main_arg)
 }
 
 /*
- * Make sure there are at least n request slots.  Slots are never freed: a
- * lower max_concurrency just leaves some unused.
+ * Make sure there are at least n request slots: twice max_concurrency, since
+ * a request whose answer waits to be recorded keeps its slot, while another
+ * may take its place in flight.  Slots are never freed: a lower
+ * max_concurrency just leaves some unused.
  */
 static void
 kw_ensure_slots(int n)

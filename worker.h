@@ -43,6 +43,14 @@
 #define KW_ORPHAN_GRACE_MS	(24 * 3600 * 1000L)
 
 /*
+ * New outcomes wait to be recorded until there are this many, or until the
+ * oldest has waited this long: a statement costs about as much as twenty
+ * of its rows.
+ */
+#define KW_RECORD_BATCH		256
+#define KW_RECORD_DELAY_MS	2
+
+/*
  * Deliveries of a failing endpoint recorded as not sent, per claim: few
  * enough that a backlog of them does not hold up other endpoints long.
  */
@@ -107,7 +115,7 @@ extern void kw_claim_finished(KwRequest *req);
 
 /* record.c */
 extern void kw_record_add(KwRequest *req);
-extern bool kw_record_due(void);
+extern bool kw_record_due(int in_flight);
 extern TimestampTz kw_record_next_time(void);
 extern void kw_record(void);
 extern void kw_record_not_sent(Datum *ids, int32 *attempts, int64 *endpoints,
@@ -124,7 +132,7 @@ extern void kw_endpoints_plan(KwCandidate *cands, int ncands, int room,
 extern void kw_endpoints_claimed(KwCandidate *cands, int ncands,
 								 KwRequest **reqs, int nreqs);
 extern void kw_endpoints_unclaim(KwCandidate *cands, int ncands);
-extern void kw_endpoints_answered(KwRequest *req);
+extern void kw_endpoints_answered(KwRequest **reqs, int nreqs);
 extern void kw_endpoints_finished(KwRequest **reqs, int nreqs);
 extern void kw_endpoints_worker_exit(void);
 extern int	kw_endpoints_room(void);
