@@ -450,7 +450,7 @@ kw_load_endpoints(int64 *ids, int n)
 		Datum		args[1];
 
 		args[0] = kw_array(missing, NULL, nmissing, INT8OID);
-		if (SPI_execute_plan(kw_load_endpoints_plan, args, NULL, true, 0) !=
+		if (kw_execute_plan(kw_load_endpoints_plan, args, NULL, true, 0) !=
 			SPI_OK_SELECT)
 			elog(ERROR, "could not read webhooks.endpoints");
 		for (uint64 r = 0; r < SPI_processed; r++)
@@ -511,7 +511,7 @@ kw_enumerate(TimestampTz now)
 	HASH_SEQ_STATUS status;
 	KwDue	   *due;
 
-	if (SPI_execute_plan(kw_enumerate_plan, NULL, NULL, true, 0) !=
+	if (kw_execute_plan(kw_enumerate_plan, NULL, NULL, true, 0) !=
 		SPI_OK_SELECT)
 		elog(ERROR, "could not list the queue");
 
@@ -657,7 +657,7 @@ kw_fail_lost_endpoints(int64 *endpoint_ids, KwEndpointInfo **eps, int n,
 			continue;
 		if (!eps[i]->exists && !seq_read)
 		{
-			if (SPI_execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
+			if (kw_execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
 							"  FROM webhooks.endpoints_id_seq",
 							true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 				elog(ERROR, "could not read webhooks.endpoints_id_seq");
@@ -690,7 +690,7 @@ kw_fail_lost_endpoints(int64 *endpoint_ids, KwEndpointInfo **eps, int n,
 		args[0] = kw_array(ids, NULL, nfail, INT8OID);
 		args[1] = kw_array(reasons, NULL, nfail, TEXTOID);
 		args[2] = kw_array(before, NULL, nfail, TIMESTAMPTZOID);
-		if (SPI_execute_plan(kw_fail_endpoints_plan, args, NULL, false, 0) !=
+		if (kw_execute_plan(kw_fail_endpoints_plan, args, NULL, false, 0) !=
 			SPI_OK_UPDATE)
 			elog(ERROR, "could not fail the deliveries of lost endpoints");
 		if (SPI_processed > 0)
@@ -867,7 +867,7 @@ kw_read_deliveries(KwClaimPass *p)
 		return;
 
 	/* not read-only: the statement takes a snapshot of its own */
-	if (SPI_execute_plan(kw_claim_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (kw_execute_plan(kw_claim_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read due deliveries");
 	kw_verdicts_init(&p->fail, SPI_processed);
 	kw_verdicts_init(&p->unsent, SPI_processed);
@@ -948,7 +948,7 @@ kw_write_verdicts(KwClaimPass *p)
 
 		args[0] = kw_array(p->fail.ids, NULL, p->fail.n, INT8OID);
 		args[1] = kw_array(p->fail.reasons, NULL, p->fail.n, TEXTOID);
-		if (SPI_execute_plan(kw_fail_plan, args, NULL, false, 0) !=
+		if (kw_execute_plan(kw_fail_plan, args, NULL, false, 0) !=
 			SPI_OK_UPDATE)
 			elog(ERROR, "could not fail undeliverable deliveries");
 		ereport(LOG,

@@ -450,13 +450,16 @@ kw_check_event_type(const char *name, Jsonb *fields, Jsonb *sample)
 
 /*
  * Prepare a statement once and keep it for the life of the process; used by
- * emit()'s cache loads and by the worker.
+ * emit()'s cache loads and by the worker.  Returns in the caller's memory
+ * context, not in SPI's (see kw_execute_plan).
  */
 SPIPlanPtr
 kw_keep_plan(const char *sql, int nargs, Oid *argtypes)
 {
+	MemoryContext old = CurrentMemoryContext;
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
+	MemoryContextSwitchTo(old);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s",
 			 SPI_result_code_string(SPI_result));

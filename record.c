@@ -269,7 +269,7 @@ kw_write_outcomes(KwOutcomeRow *o, int n)
 	}
 	for (int c = 0; c < 10; c++)
 		args[c] = kw_array(v[c], nulls[c], n, elemtypes[c]);
-	if (SPI_execute_plan(kw_record_plan, args, NULL, false, 0) !=
+	if (kw_execute_plan(kw_record_plan, args, NULL, false, 0) !=
 		SPI_OK_INSERT)
 		elog(ERROR, "could not record delivery outcomes");
 }

@@ -374,6 +374,33 @@ kw_commit(void)
 }
 
 /*
+ * SPI_execute_plan and SPI_execute, returning in the caller's memory
+ * context.  SPI's own calls return in its procedure context, which the
+ * commit frees: what a worker allocates after a statement, to use once
+ * the transaction is over, would be freed under it.
+ */
+int
+kw_execute_plan(SPIPlanPtr plan, Datum *args, const char *nulls,
+				bool read_only, long count)
+{
+	MemoryContext old = CurrentMemoryContext;
+	int			rc = SPI_execute_plan(plan, args, nulls, read_only, count);
+
+	MemoryContextSwitchTo(old);
+	return rc;
+}
+
+int
+kw_execute(const char *sql, bool read_only, long count)
+{
+	MemoryContext old = CurrentMemoryContext;
+	int			rc = SPI_execute(sql, read_only, count);
+
+	MemoryContextSwitchTo(old);
+	return rc;
+}
+
+/*
  * After an error in one of our transactions: report it (if report), copy
  * its message into error (if given), roll back, and carry on.  The worker
  * must outlive a dropped extension or a bad row.

@@ -98,6 +98,9 @@ extern void kw_free_slot(KwRequest *req);
 extern int	kw_free_slots(void);
 extern void kw_begin(const char *activity);
 extern void kw_commit(void);
+extern int	kw_execute_plan(SPIPlanPtr plan, Datum *args, const char *nulls,
+							bool read_only, long count);
+extern int	kw_execute(const char *sql, bool read_only, long count);
 extern void kw_recover(bool report);
 extern void kw_recover_with_message(bool report, char *error, int errorlen);
 extern bool kw_extension_ready(void);
