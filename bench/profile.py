@@ -135,6 +135,9 @@ def main():
     parser.add_argument("--server", default="")
     parser.add_argument("--nginx", default="")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--label", default="konvox_webhooks workers",
+                        help="the name of the --workers group; other than "
+                        "konvox_webhooks' workers, only by function")
     args = parser.parse_args()
 
     def pids(text):
@@ -153,6 +156,7 @@ def main():
     server_syms = collections.Counter()
     nginx_syms = collections.Counter()
     sql_inclusive = collections.defaultdict(collections.Counter)
+    server_inclusive = collections.Counter()
     total = 0
     for comm, pid, frames in parse(sys.stdin):
         total += 1
@@ -161,7 +165,7 @@ def main():
         if pid == 0:
             groups["idle"] += 1
         elif pid in workers:
-            groups["konvox_webhooks workers"] += 1
+            groups[args.label] += 1
             phase, part = step(frames)
             worker_steps["%s: %s" % (phase, part)] += 1
             worker_phases[phase] += 1
@@ -181,6 +185,8 @@ def main():
         elif pid in server:
             groups["PostgreSQL, the rest of the cluster"] += 1
             server_syms[sym] += 1
+            for name in {n for n, _ in frames} - {"[unknown]"}:
+                server_inclusive[name] += 1
         elif pid in nginx:
             groups["nginx"] += 1
             nginx_syms[sym] += 1
@@ -198,28 +204,35 @@ def main():
           "per delivery in all (idle included)" % (
               total, args.frequency, args.deliveries, total * us))
     table("By process group (share of all samples)", groups, total)
-    nw = groups["konvox_webhooks workers"] or 1
-    table("Workers: by step of the loop (share of the workers' samples)",
-          worker_phases, nw)
-    table("Workers: by step and part of it", worker_steps, nw)
-    table("Workers: by step and library of the sampled function",
-          worker_libs, nw)
-    table("Workers: functions using the CPU themselves (top %d)" % args.top,
-          worker_syms, nw, args.top)
-    table("Workers: konvox_webhooks functions on the stack (inclusive)",
-          collections.Counter({k: v for k, v in worker_inclusive.items()
-                               if k.startswith("kw_")}), nw)
-    table("Workers: other functions on the stack (inclusive, top %d)" %
-          args.top,
-          collections.Counter({k: v for k, v in worker_inclusive.items()
-                               if not k.startswith("kw_")}), nw, args.top)
+    nw = groups[args.label] or 1
+    ours = args.label == "konvox_webhooks workers"
+    if ours:
+        table("Workers: by step of the loop (share of the workers' "
+              "samples)", worker_phases, nw)
+        table("Workers: by step and part of it", worker_steps, nw)
+        table("Workers: by step and library of the sampled function",
+              worker_libs, nw)
+    table("%s: functions using the CPU themselves (top %d)" % (
+        "Workers" if ours else args.label, args.top), worker_syms, nw,
+        args.top)
+    if ours:
+        table("Workers: konvox_webhooks functions on the stack (inclusive)",
+              collections.Counter({k: v for k, v in worker_inclusive.items()
+                                   if k.startswith("kw_")}), nw)
+        table("Workers: other functions on the stack (inclusive, top %d)" %
+              args.top,
+              collections.Counter({k: v for k, v in worker_inclusive.items()
+                                   if not k.startswith("kw_")}), nw,
+              args.top)
     for owner in sorted(sql_inclusive):
         table("Workers: inside the SQL of %s, functions on the stack "
               "(inclusive, top 25; share of the workers' samples)" % owner,
               sql_inclusive[owner], nw, 26)
     ns = groups["PostgreSQL, the rest of the cluster"] or 1
-    table("PostgreSQL, the rest of the cluster: functions (top 15)",
-          server_syms, ns, 15)
+    table("PostgreSQL, the rest of the cluster: functions (top %d)" %
+          args.top, server_syms, ns, args.top)
+    table("PostgreSQL, the rest of the cluster: functions on the stack "
+          "(inclusive, top %d)" % args.top, server_inclusive, ns, args.top)
     nn = groups["nginx"] or 1
     table("nginx: functions (top 10)", nginx_syms, nn, 10)
 
