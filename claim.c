@@ -109,6 +109,7 @@ static bool kw_careful = false;
 
 static MemoryContext kw_endpoints_context = NULL;
 static HTAB *kw_endpoints = NULL;
+static bool kw_endpoints_stale = false;
 static Oid	kw_endpoints_relid = InvalidOid;
 
 static Oid	kw_plans_for = InvalidOid;
@@ -123,16 +124,16 @@ static KwVerdict kw_prepare_request(KwRequest *req, KwEndpointInfo *ep,
 									HeapTuple tuple, TupleDesc desc,
 									TimestampTz now, const char **why);
 
-/* Forget the cached endpoints when webhooks.endpoints changes. */
+/*
+ * webhooks.endpoints changed: the cached endpoints are read again at the
+ * next claim.  Only marked here: this runs wherever a lock is taken, also
+ * in the middle of a claim that holds pointers into the cache.
+ */
 static void
 kw_endpoints_invalidate(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == kw_endpoints_relid)
-	{
-		kw_endpoints = NULL;
-		if (kw_endpoints_context != NULL)
-			MemoryContextReset(kw_endpoints_context);
-	}
+		kw_endpoints_stale = true;
 }
 
 /* Set up the view of the queue and the endpoint cache. */
@@ -430,6 +431,13 @@ kw_load_endpoints(int64 *ids, int n)
 	Datum	   *missing = palloc(sizeof(Datum) * Max(1, n));
 	int			nmissing = 0;
 
+	/* before the statement below, whose locks may mark the cache again */
+	if (kw_endpoints_stale)
+	{
+		kw_endpoints = NULL;
+		MemoryContextReset(kw_endpoints_context);
+		kw_endpoints_stale = false;
+	}
 	if (kw_endpoints == NULL)
 	{
 		HASHCTL		ctl;

@@ -446,7 +446,8 @@ kw_extension_ready(void)
 	Oid			oid = get_extension_oid("konvox_webhooks", true);
 	bool		ready = OidIsValid(oid);
 
-	if (ready && OidIsValid(kw_extension_oid) && oid != kw_extension_oid)
+	if (ready && !kw_extension_missing && OidIsValid(kw_extension_oid) &&
+		oid != kw_extension_oid)
 		ereport(LOG,
 				(errmsg("konvox_webhooks worker found the extension created again; outcomes of %d requests in flight will not be recorded",
 						kw_http_in_flight())));
