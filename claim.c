@@ -284,16 +284,15 @@ kw_prepare_plans(void)
 	Oid			nsp;
 	StringInfoData sql;
 
-	if (kw_plans_for == kw_extension_oid && kw_claim_plan != NULL)
+	if (kw_plans_for == kw_extension_oid && kw_fail_endpoints_plan != NULL)
 		return;
-	if (kw_enumerate_plan != NULL)
-	{
-		SPI_freeplan(kw_enumerate_plan);
-		SPI_freeplan(kw_load_endpoints_plan);
-		SPI_freeplan(kw_claim_plan);
-		SPI_freeplan(kw_fail_plan);
-		SPI_freeplan(kw_fail_endpoints_plan);
-	}
+
+	/* forgotten as they are freed: preparing the new ones may fail midway */
+	kw_free_plan(&kw_enumerate_plan);
+	kw_free_plan(&kw_load_endpoints_plan);
+	kw_free_plan(&kw_claim_plan);
+	kw_free_plan(&kw_fail_plan);
+	kw_free_plan(&kw_fail_endpoints_plan);
 	nsp = get_namespace_oid("webhooks", false);
 	kw_endpoints_relid = get_relname_relid("endpoints", nsp);
 	kw_endpoints_invalidate((Datum) 0, InvalidOid);

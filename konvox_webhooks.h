@@ -208,6 +208,7 @@ extern void kw_append_headers(StringInfo out, Jsonb *headers);
 /* outbox.c */
 extern void kw_outbox_init(void);
 extern SPIPlanPtr kw_keep_plan(const char *sql, int nargs, Oid *argtypes);
+extern void kw_free_plan(SPIPlanPtr *plan);
 extern void kw_validate_event(const char *event, Jsonb *data);
 extern void kw_check_event_type(const char *name, Jsonb *fields,
 								Jsonb *sample);

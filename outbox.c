@@ -467,6 +467,15 @@ kw_keep_plan(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
+/* Free a plan that kw_keep_plan made, if any, and forget it. */
+void
+kw_free_plan(SPIPlanPtr *plan)
+{
+	if (*plan != NULL)
+		SPI_freeplan(*plan);
+	*plan = NULL;
+}
+
 /* Make sure the endpoint cache's context exists. */
 static void
 kw_cache_setup(void)

@@ -208,8 +208,7 @@ kw_write_outcomes(KwOutcomeRow *o, int n)
 			INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, FLOAT8ARRAYOID,
 		TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
 
-		if (kw_record_plan != NULL)
-			SPI_freeplan(kw_record_plan);
+		kw_free_plan(&kw_record_plan);
 
 		/*
 		 * Pending is said as neither delivered nor failed, so that the
