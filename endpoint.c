@@ -36,6 +36,7 @@
  */
 #include "postgres.h"
 
+#include "commands/extension.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
@@ -64,6 +65,7 @@ typedef enum KwHealth
 typedef struct KwEndpointState
 {
 	int64		endpoint_id;	/* hash key */
+	Oid			extension_oid;	/* of the extension whose endpoint it is */
 	int			requests;		/* requests in flight, all workers */
 	int			claiming;		/* index + 1 of the worker claiming, or 0 */
 	int			reserved;		/* of requests, held for that claim */
@@ -76,6 +78,7 @@ typedef struct KwEndpointState
 	TimestampTz failing_since;
 	TimestampTz next_probe_at;
 	TimestampTz retry_after_until;
+	TimestampTz not_sent_at;	/* its next batch recorded as not sent */
 	char		last_error[KW_HEALTH_ERROR_LEN];
 } KwEndpointState;
 
@@ -89,6 +92,8 @@ typedef struct KwHealthNote
 } KwHealthNote;
 
 static HTAB *kw_states = NULL;
+
+static void kw_state_forget(KwEndpointState *st);
 
 PG_FUNCTION_INFO_V1(kw_endpoint_states);
 
@@ -143,18 +148,33 @@ kw_state(int64 endpoint_id, bool create)
 		st->claiming = 0;
 		st->reserved = 0;
 		dlist_init(&st->flights);
-		st->after_at = DT_NOBEGIN;
-		st->after_id = 0;
-		st->rescanned_at = 0;
-		st->health = KW_HEALTHY;
-		st->failures = 0;
-		st->failing_since = 0;
-		st->next_probe_at = 0;
-		st->retry_after_until = 0;
-		st->last_error[0] = '\0';
+		kw_state_forget(st);
 		kw_shared->nendpoints++;
 	}
 	return st;
+}
+
+/*
+ * Forget what an endpoint's state knows of its queue and health, and give
+ * it to the extension of this worker.  A dropped and created extension
+ * numbers its endpoints from 1 again: what the old endpoint of an id
+ * taught (a breaker, a Retry-After hold) says nothing of the new one.
+ * Requests still in flight stay counted against the caps.
+ */
+static void
+kw_state_forget(KwEndpointState *st)
+{
+	st->extension_oid = kw_extension_oid;
+	st->after_at = DT_NOBEGIN;
+	st->after_id = 0;
+	st->rescanned_at = 0;
+	st->health = KW_HEALTHY;
+	st->failures = 0;
+	st->failing_since = 0;
+	st->next_probe_at = 0;
+	st->retry_after_until = 0;
+	st->not_sent_at = 0;
+	st->last_error[0] = '\0';
 }
 
 /* Drop an endpoint's state once there is nothing in it to keep. */
@@ -214,6 +234,8 @@ kw_endpoints_plan(KwCandidate *cands, int ncands, int room, int nworkers)
 			c->busy = true;
 			continue;
 		}
+		if (st->extension_oid != kw_extension_oid)
+			kw_state_forget(st);
 		if (st->retry_after_until > now)
 		{
 			c->hold_until = st->retry_after_until;
@@ -233,7 +255,19 @@ kw_endpoints_plan(KwCandidate *cands, int ncands, int room, int nworkers)
 			}
 			else
 				c->hold_until = st->next_probe_at;
-			c->not_sent = KW_NOT_SENT_BATCH;
+
+			/*
+			 * Its other due deliveries, a batch at a time, paced: a backlog
+			 * recorded all at once would hold up every other endpoint.
+			 */
+			if (now >= st->not_sent_at)
+			{
+				c->not_sent = KW_NOT_SENT_BATCH;
+				st->not_sent_at = now +
+					(TimestampTz) KW_NOT_SENT_INTERVAL_MS * 1000;
+			}
+			else if (!c->probe)
+				c->hold_until = Min(c->hold_until, st->not_sent_at);
 			strlcpy(since, timestamptz_to_str(st->failing_since),
 					sizeof(since));
 			snprintf(c->note, sizeof(c->note),
@@ -445,7 +479,8 @@ kw_endpoints_answered(KwRequest **reqs, int nreqs)
 				st->requests--;
 			kw_shared->requests--;
 		}
-		if (st != NULL && req->sent && req->retry_after > 0 &&
+		if (st != NULL && st->extension_oid == req->extension_oid &&
+			req->sent && req->retry_after > 0 &&
 			(req->status_code == 429 || req->status_code == 503))
 		{
 			TimestampTz until = req->finished_at + (TimestampTz)
@@ -480,6 +515,12 @@ kw_endpoints_finished(KwRequest **reqs, int nreqs)
 		req->flight = NULL;
 		if (st == NULL)
 			continue;
+		if (st->extension_oid != req->extension_oid)
+		{
+			/* a request of a dropped extension: no news of this endpoint */
+			kw_state_drop_if_idle(st, now);
+			continue;
+		}
 
 		if (!req->sent)
 		{
@@ -630,6 +671,7 @@ kw_endpoint_states(PG_FUNCTION_ARGS)
 	HASH_SEQ_STATUS status;
 	KwEndpointState *st;
 	TimestampTz now = GetCurrentTimestamp();
+	Oid			extension_oid = get_extension_oid("konvox_webhooks", true);
 
 	InitMaterializedSRF(fcinfo, 0);
 	LWLockAcquire(kw_shared->lock, LW_SHARED);
@@ -638,6 +680,10 @@ kw_endpoint_states(PG_FUNCTION_ARGS)
 	{
 		Datum		values[8];
 		bool		nulls[8] = {0};
+
+		/* endpoints of this extension, not of one dropped before it */
+		if (st->extension_oid != extension_oid)
+			continue;
 
 		values[0] = Int64GetDatum(st->endpoint_id);
 		values[1] = CStringGetTextDatum(st->health == KW_HEALTHY ? "healthy" :

@@ -187,8 +187,9 @@ kw_http_init_share(void)
 
 /*
  * Apply the connection cap.  Requests in flight never exceed it because the
- * worker starts no more than max_concurrency of them; these limits keep the
- * connection cache and per-host connections within the same bound.
+ * workers together start no more than max_concurrency of them; these
+ * limits keep this worker's connections, busy or kept alive, within the
+ * same bound.
  */
 void
 kw_http_configure(int max_concurrency)

@@ -358,7 +358,7 @@ _PG_init(void)
 
 	DefineCustomIntVariable("konvox_webhooks.max_concurrency",
 							"Most requests in flight at once, over all workers and endpoints.",
-							"Also the cap on open connections to receivers.",
+							"Also the most connections to receivers that each worker keeps open.",
 							&kw_max_concurrency,
 							256, 1, KW_MAX_CONCURRENCY,
 							PGC_SIGHUP,

@@ -20,6 +20,22 @@
 /* Most deliveries read by one claim. */
 #define KW_CLAIM_BATCH		1000
 
+/*
+ * While less than max_concurrency / KW_CLAIM_ROOM_DIVISOR requests may
+ * start, a claim waits until KW_CLAIM_DELAY_MS after the one before, so
+ * that answers trickling in are claimed for in a few larger claims: a
+ * claim costs as much for one request as for many.
+ */
+#define KW_CLAIM_ROOM_DIVISOR	8
+#define KW_CLAIM_DELAY_MS	2
+
+/*
+ * A claim considers at most this many due endpoints, or twice as many as
+ * it may start requests, whichever is more: the others, served more
+ * recently, wait for the next claim.
+ */
+#define KW_CLAIM_MIN_CANDIDATES	32
+
 /* How long to wait before looking again for a missing extension. */
 #define KW_MISSING_RECHECK_MS	5000
 
@@ -51,10 +67,13 @@
 #define KW_RECORD_DELAY_MS	2
 
 /*
- * Deliveries of a failing endpoint recorded as not sent, per claim: few
- * enough that a backlog of them does not hold up other endpoints long.
+ * Deliveries of a failing endpoint recorded as not sent: a small batch at
+ * most every KW_NOT_SENT_INTERVAL_MS (1,000 a second), so that a backlog
+ * of them costs the other endpoints little, and no claim that records
+ * them holds up the others' requests for long.
  */
-#define KW_NOT_SENT_BATCH	100
+#define KW_NOT_SENT_BATCH	25
+#define KW_NOT_SENT_INTERVAL_MS	25
 
 /*
  * An endpoint that a claim may take deliveries from, and what endpoint.c

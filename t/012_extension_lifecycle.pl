@@ -1,7 +1,8 @@
 # The extension's lifecycle around a running worker: DROP EXTENSION and
-# CREATE EXTENSION while requests are in flight, a server started before the
-# extension was created, and a server whose konvox_webhooks.database_name
-# does not exist yet.  In each case the worker waits, says so once, never
+# CREATE EXTENSION while requests are in flight, an endpoint's breaker that
+# must not outlive its extension, a server started before the extension was
+# created, and a server whose konvox_webhooks.database_name does not exist
+# yet.  In each case the worker waits, says so once, never
 # crash-loops, and delivers once the extension is there.
 
 use strict;
@@ -148,6 +149,51 @@ note(
 	"extension lifecycle: DROP EXTENSION with $n_slow requests in flight, then CREATE EXTENSION: "
 	  . "50 new events delivered, lost 0; DROP + CREATE at once with $n_slow requests in flight: "
 	  . "$n_new2 new events, lost $lost2; worker pids unchanged, no crash");
+
+###
+### 2b. What the workers learnt of an endpoint (its breaker open) is not
+### taken for the endpoint of the same id in an extension created again.
+###
+
+$node->safe_psql(
+	'postgres', q{
+DROP EXTENSION konvox_webhooks CASCADE;
+CREATE EXTENSION konvox_webhooks;
+});
+my $broken = $node->safe_psql('postgres',
+	"SELECT id FROM webhooks.create_endpoint('broken', '"
+	  . receiver_url($r, '/broken?status=500')
+	  . "', ARRAY['enrollment.created'])");
+kw_emit_many($node, 'postgres', 'broken', 20);
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT state = 'failing' FROM webhooks.endpoint_health WHERE endpoint_id = $broken"
+	),
+	"endpoint $broken fails and its breaker opens");
+$node->safe_psql(
+	'postgres', q{
+DROP EXTENSION konvox_webhooks CASCADE;
+CREATE EXTENSION konvox_webhooks;
+});
+my $healthy = $node->safe_psql('postgres',
+	"SELECT id FROM webhooks.create_endpoint('healthy', '"
+	  . receiver_url($r, '/healthy')
+	  . "', ARRAY['enrollment.created'])");
+is($healthy, $broken, "the new extension's first endpoint has the same id, $healthy");
+is( $node->safe_psql(
+		'postgres',
+		"SELECT state FROM webhooks.endpoint_health WHERE endpoint_id = $healthy"),
+	'healthy',
+	'endpoint_health shows it healthy, not the breaker of the dropped one');
+kw_emit_many($node, 'postgres', 'healthy', 20);
+kw_wait_drained($node, 'postgres', 'healthy');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT count(*) FILTER (WHERE d.status = 'delivered') || ' ' ||
+       (SELECT count(*) FROM webhooks.delivery_attempts WHERE error LIKE 'not sent:%')
+  FROM webhooks.deliveries d}),
+	'20 0',
+	'its deliveries are sent and delivered, none recorded as not sent for the old breaker');
 
 ###
 ### 3. The server starts before the extension is created.

@@ -8,12 +8,13 @@
 # - The circuit breaker: after breaker_failures failed requests in a row
 #   the endpoint gets one probe at a time, its other deliveries are
 #   recorded as not sent; a successful probe closes the breaker and the
-#   backlog drains; every delivery ends delivered or failed.
+#   backlog drains; every delivery ends delivered or failed.  A failing
+#   endpoint's backlog is recorded as not sent at a bounded pace.
 # - Retry-After: nothing goes to the endpoint before it, and the retry of
 #   the delivery that got it is no earlier.
-# - A thousand endpoints due at once: one claim takes them all, and no
-#   worker crashes (a claim's candidates, 360 kB, were once allocated where
-#   its commit freed them).
+# - A thousand endpoints due at once: a claim considers hundreds of them,
+#   and no worker crashes (a claim's candidates, 180 kB and more, were once
+#   allocated where its commit freed them).
 
 use strict;
 use warnings;
@@ -199,6 +200,29 @@ if ($failed > 0)
 	is(sql(q{SELECT count(*) FROM webhooks.deliveries WHERE status = 'delivered' AND redelivery_of IS NOT NULL}),
 		$failed, 'and they are delivered');
 }
+
+###
+### A failing endpoint's backlog is recorded as not sent a batch at a time,
+### 25 every 25 ms, not all at once: forty batches for a thousand.
+###
+
+my $paced = endpoint('pacedco', '/paced?status=500');
+kw_emit_many($node, 'postgres', 'pacedco', 1000);
+ok( $node->poll_query_until(
+		'postgres', qq{
+SELECT count(*) >= 900 FROM webhooks.delivery_attempts a
+  JOIN webhooks.deliveries d ON d.id = a.delivery_id
+ WHERE d.endpoint_id = $paced AND a.attempt = 1 AND a.error LIKE 'not sent:%'}),
+	'the backlog of a failing endpoint is recorded as not sent');
+my $span = sql(
+	qq{
+SELECT round(extract(epoch FROM max(a.started_at) - min(a.started_at))::numeric, 2)
+  FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+ WHERE d.endpoint_id = $paced AND a.attempt = 1 AND a.error LIKE 'not sent:%'});
+cmp_ok($span, '>=', 0.5,
+	"and paced: its first attempts took $span s to record (all at once, a few hundredths of a second)");
+sql("UPDATE webhooks.endpoints SET active = false WHERE id = $paced");
+kw_wait_drained($node, 'postgres', 'pacedco');
 
 ###
 ### Retry-After
