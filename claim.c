@@ -105,7 +105,6 @@ static bool kw_view_stale = true;
 static TimestampTz kw_enumerated_at = 0;
 static long kw_enumerate_usecs = 0;
 static TimestampTz kw_claim_backoff_until = 0;
-static TimestampTz kw_claimed_at = 0;	/* the end of the last claim */
 static bool kw_careful = false;
 
 static MemoryContext kw_endpoints_context = NULL;
@@ -219,31 +218,17 @@ kw_next_enumeration(void)
 	return kw_enumerated_at + (TimestampTz) KW_IDLE_RECHECK_MS * 1000;
 }
 
-/* Requests that may start now: free slots, and room under max_concurrency. */
-static int
-kw_claim_room(void)
-{
-	return Min(kw_free_slots(), kw_max_concurrency - kw_shared->requests);
-}
-
 /*
  * When a claim is next wanted, if nothing wakes the worker before: never
- * while there is no room for a request, which only an answer can make;
- * while there is little, not sooner than KW_CLAIM_DELAY_MS after the last.
+ * while there is no room for a request, which only an answer can make.
  */
 TimestampTz
 kw_claim_next_time(void)
 {
-	int			room = kw_claim_room();
-	TimestampTz next;
-
-	if (room <= 0)
+	if (kw_free_slots() == 0 || kw_max_concurrency <= kw_shared->requests)
 		return DT_NOEND;
-	next = Max(kw_claim_backoff_until,
+	return Max(kw_claim_backoff_until,
 			   Min(kw_next_claim_at, kw_next_enumeration()));
-	if (room < kw_max_concurrency / KW_CLAIM_ROOM_DIVISOR)
-		next = Max(next, kw_claimed_at + (TimestampTz) KW_CLAIM_DELAY_MS * 1000);
-	return next;
 }
 
 /* Is a claim wanted now? */
@@ -793,8 +778,6 @@ kw_choose_candidates(KwClaimPass *p)
 
 	p->due = kw_due_endpoints(p->now, &ndue);
 	ndue = Min(ndue, KW_CLAIM_BATCH);
-	ndue = Min(ndue, Max(KW_CLAIM_MIN_CANDIDATES,
-						 2 * Min(p->slots, kw_endpoints_room())));
 	ids = palloc(sizeof(int64) * Max(1, ndue));
 	for (int i = 0; i < ndue; i++)
 		ids[i] = p->due[i]->endpoint_id;
@@ -1100,7 +1083,6 @@ kw_claim(void)
 	/* the transaction is over: now, and only now, send */
 	for (int i = 0; i < p->ntaken; i++)
 		kw_http_start(p->taken[i], kw_request_timeout);
-	kw_claimed_at = GetCurrentTimestamp();
 }
 
 /*

@@ -20,22 +20,6 @@
 /* Most deliveries read by one claim. */
 #define KW_CLAIM_BATCH		1000
 
-/*
- * While less than max_concurrency / KW_CLAIM_ROOM_DIVISOR requests may
- * start, a claim waits until KW_CLAIM_DELAY_MS after the one before, so
- * that answers trickling in are claimed for in a few larger claims: a
- * claim costs as much for one request as for many.
- */
-#define KW_CLAIM_ROOM_DIVISOR	8
-#define KW_CLAIM_DELAY_MS	2
-
-/*
- * A claim considers at most this many due endpoints, or twice as many as
- * it may start requests, whichever is more: the others, served more
- * recently, wait for the next claim.
- */
-#define KW_CLAIM_MIN_CANDIDATES	32
-
 /* How long to wait before looking again for a missing extension. */
 #define KW_MISSING_RECHECK_MS	5000
 

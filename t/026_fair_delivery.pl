@@ -12,9 +12,9 @@
 #   endpoint's backlog is recorded as not sent at a bounded pace.
 # - Retry-After: nothing goes to the endpoint before it, and the retry of
 #   the delivery that got it is no earlier.
-# - A thousand endpoints due at once: a claim considers hundreds of them,
-#   and no worker crashes (a claim's candidates, 180 kB and more, were once
-#   allocated where its commit freed them).
+# - A thousand endpoints due at once: one claim takes them all, and no
+#   worker crashes (a claim's candidates, 360 kB, were once allocated where
+#   its commit freed them).
 
 use strict;
 use warnings;
