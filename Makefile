@@ -23,6 +23,8 @@ REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 TAP_TESTS = 1
 
 PG_CPPFLAGS = $(shell curl-config --cflags 2>/dev/null)
+# -Wextra, less unused parameters: PostgreSQL's callbacks and fmgr
+# functions take arguments that an implementation need not use
 PG_CFLAGS = -Wextra -Wno-unused-parameter
 SHLIB_LINK = $(shell curl-config --libs 2>/dev/null || echo -lcurl)
 
