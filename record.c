@@ -49,6 +49,9 @@ static int	kw_results_size = 0;
 /* the oldest of the new outcomes finished then */
 static TimestampTz kw_oldest_fresh_at = 0;
 
+/* the last of them, not yet counted out of the caps (kw_record_answered) */
+static int	kw_nunanswered = 0;
+
 /* recording that keeps failing: tries so far, and when to try again */
 static int	kw_record_failures = 0;
 static TimestampTz kw_record_retry_at = 0;
@@ -87,10 +90,25 @@ kw_record_add(KwRequest *req)
 		MemoryContextSwitchTo(old);
 	}
 	kw_results[kw_nresults++] = req;
-	kw_endpoints_answered(&req, 1);
+	kw_nunanswered++;
 	kw_claim_finished(req);
 	if (kw_nresults == kw_nstuck + 1)
 		kw_oldest_fresh_at = req->finished_at;
+}
+
+/*
+ * The requests added since the last call no longer count against the
+ * caps: one pass under the lock for all the answers of a turn of the loop,
+ * before its claim.
+ */
+void
+kw_record_answered(void)
+{
+	if (kw_nunanswered == 0)
+		return;
+	kw_endpoints_answered(kw_results + kw_nresults - kw_nunanswered,
+						  kw_nunanswered);
+	kw_nunanswered = 0;
 }
 
 /*

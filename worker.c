@@ -246,6 +246,7 @@ kw_worker_main(Datum main_arg)
 		kw_http_drive();
 		while ((req = kw_http_next_done()) != NULL)
 			kw_record_add(req);
+		kw_record_answered();
 		pg_atomic_write_u32(&kw_me->in_flight, (uint32) kw_http_in_flight());
 		if (kw_record_due(kw_http_in_flight()))
 			kw_record();

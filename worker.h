@@ -121,6 +121,7 @@ extern void kw_claim_finished(KwRequest *req);
 
 /* record.c */
 extern void kw_record_add(KwRequest *req);
+extern void kw_record_answered(void);
 extern bool kw_record_due(int in_flight);
 extern TimestampTz kw_record_next_time(void);
 extern void kw_record(void);
