@@ -26,6 +26,27 @@ sub count_lines
 	return scalar(grep { /$re/ } split /\n/, $text);
 }
 
+# An endpoint of a company at a receiver's path, subscribed to
+# enrollment.created; returns its id.
+sub create_endpoint
+{
+	my ($node, $db, $company, $r, $path) = @_;
+	return $node->safe_psql($db,
+		"SELECT id FROM webhooks.create_endpoint('$company', '"
+		  . receiver_url($r, $path)
+		  . "', ARRAY['enrollment.created'])");
+}
+
+# The extension dropped and created again in one transaction.
+sub recreate_extension
+{
+	my ($node) = @_;
+	$node->safe_psql('postgres',
+		'DROP EXTENSION konvox_webhooks CASCADE; CREATE EXTENSION konvox_webhooks'
+	);
+	return;
+}
+
 # Every event of a company is delivered and reached the receiver path, each
 # exactly once.
 sub check_delivered
@@ -64,10 +85,7 @@ ok($nworkers >= 1, "$nworkers worker(s) running");
 my $offset = -s $node->logfile;
 
 my $n_slow = 100;
-$node->safe_psql('postgres',
-	"SELECT webhooks.create_endpoint('old', '"
-	  . receiver_url($r, '/old?delay_ms=2000')
-	  . "', ARRAY['enrollment.created'])");
+create_endpoint($node, 'postgres', 'old', $r, '/old?delay_ms=2000');
 kw_emit_many($node, 'postgres', 'old', $n_slow);
 receiver_wait($r, sub { grep({ $_->{path} eq '/old' } @_) >= $n_slow })
   or die "the slow requests did not go out";
@@ -93,10 +111,7 @@ unlike($log, $crash_re, 'no worker crashed or exited');
 is_deeply([ kw_worker_pids($node) ], \@pids, 'the workers kept their pids');
 
 $node->safe_psql('postgres', 'CREATE EXTENSION konvox_webhooks');
-$node->safe_psql('postgres',
-	"SELECT webhooks.create_endpoint('new', '"
-	  . receiver_url($r, '/new')
-	  . "', ARRAY['enrollment.created'])");
+create_endpoint($node, 'postgres', 'new', $r, '/new');
 kw_emit_many($node, 'postgres', 'new', 50);
 kw_wait_drained($node, 'postgres', 'new');
 check_delivered($node, 'postgres', $r, 'new', '/new', 50);
@@ -115,10 +130,7 @@ is_deeply([ kw_worker_pids($node) ], \@pids, 'the same workers delivered');
 ### event reaches its receiver.
 ###
 
-$node->safe_psql('postgres',
-	"SELECT webhooks.create_endpoint('old2', '"
-	  . receiver_url($r, '/old2?delay_ms=3000')
-	  . "', ARRAY['enrollment.created'])");
+create_endpoint($node, 'postgres', 'old2', $r, '/old2?delay_ms=3000');
 kw_emit_many($node, 'postgres', 'old2', $n_slow);
 receiver_wait($r, sub { grep({ $_->{path} eq '/old2' } @_) >= $n_slow })
   or die "the slow requests did not go out";
@@ -155,30 +167,16 @@ note(
 ### taken for the endpoint of the same id in an extension created again.
 ###
 
-$node->safe_psql(
-	'postgres', q{
-DROP EXTENSION konvox_webhooks CASCADE;
-CREATE EXTENSION konvox_webhooks;
-});
-my $broken = $node->safe_psql('postgres',
-	"SELECT id FROM webhooks.create_endpoint('broken', '"
-	  . receiver_url($r, '/broken?status=500')
-	  . "', ARRAY['enrollment.created'])");
+recreate_extension($node);
+my $broken = create_endpoint($node, 'postgres', 'broken', $r, '/broken?status=500');
 kw_emit_many($node, 'postgres', 'broken', 20);
 ok( $node->poll_query_until(
 		'postgres',
 		"SELECT state = 'failing' FROM webhooks.endpoint_health WHERE endpoint_id = $broken"
 	),
 	"endpoint $broken fails and its breaker opens");
-$node->safe_psql(
-	'postgres', q{
-DROP EXTENSION konvox_webhooks CASCADE;
-CREATE EXTENSION konvox_webhooks;
-});
-my $healthy = $node->safe_psql('postgres',
-	"SELECT id FROM webhooks.create_endpoint('healthy', '"
-	  . receiver_url($r, '/healthy')
-	  . "', ARRAY['enrollment.created'])");
+recreate_extension($node);
+my $healthy = create_endpoint($node, 'postgres', 'healthy', $r, '/healthy');
 is($healthy, $broken, "the new extension's first endpoint has the same id, $healthy");
 is( $node->safe_psql(
 		'postgres',
@@ -221,10 +219,7 @@ unlike($log, $crash_re, 'no worker crashed or exited');
 is_deeply([ kw_worker_pids($bare) ], \@bare_pids, 'the same workers are waiting');
 
 $bare->safe_psql('postgres', 'CREATE EXTENSION konvox_webhooks');
-$bare->safe_psql('postgres',
-	"SELECT webhooks.create_endpoint('late', '"
-	  . receiver_url($rb, '/late')
-	  . "', ARRAY['enrollment.created'])");
+create_endpoint($bare, 'postgres', 'late', $rb, '/late');
 kw_emit_many($bare, 'postgres', 'late', 20);
 kw_wait_drained($bare, 'postgres', 'late');
 check_delivered($bare, 'postgres', $rb, 'late', '/late', 20);
@@ -271,10 +266,7 @@ $nodb->poll_query_until('kwdb',
 	"SELECT count(*) = $nworkers FROM pg_stat_activity WHERE backend_type = 'konvox_webhooks worker' AND datname = 'kwdb'"
 ) or diag('the workers did not connect to kwdb');
 $nodb->safe_psql('kwdb', 'CREATE EXTENSION konvox_webhooks');
-$nodb->safe_psql('kwdb',
-	"SELECT webhooks.create_endpoint('kw', '"
-	  . receiver_url($rn, '/kw')
-	  . "', ARRAY['enrollment.created'])");
+create_endpoint($nodb, 'kwdb', 'kw', $rn, '/kw');
 kw_emit_many($nodb, 'kwdb', 'kw', 20);
 kw_wait_drained($nodb, 'kwdb', 'kw');
 check_delivered($nodb, 'kwdb', $rn, 'kw', '/kw', 20);
