@@ -225,7 +225,7 @@ kw_next_enumeration(void)
 TimestampTz
 kw_claim_next_time(void)
 {
-	if (kw_free_slots() == 0 || kw_max_concurrency <= kw_shared->requests)
+	if (kw_free_slots() == 0 || kw_endpoints_room() <= 0)
 		return DT_NOEND;
 	return Max(kw_claim_backoff_until,
 			   Min(kw_next_claim_at, kw_next_enumeration()));

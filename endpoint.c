@@ -19,7 +19,8 @@
  *   pending was taken while it was still listed.
  * - An endpoint has at most its cap of requests in flight over all
  *   workers, and each worker at most its share of that cap; all endpoints
- *   together at most max_concurrency.  A claim shares what it may take
+ *   together at most max_concurrency, and each worker at most its share of
+ *   that too.  A claim shares what it may take
  *   among the endpoints that are due, least recently served first.
  *
  * Health follows the outcomes: after breaker_failures consecutive failed
@@ -192,6 +193,32 @@ kw_state_drop_if_idle(KwEndpointState *st, TimestampTz now)
 }
 
 /*
+ * Count n more requests in flight (or fewer, n < 0) to an endpoint, by a
+ * worker, against the caps.  The caller holds the lock.
+ */
+static void
+kw_count_requests(KwEndpointState *st, KwWorkerSlot *worker, int n)
+{
+	if (st != NULL)
+		st->requests += n;
+	worker->requests += n;
+	kw_shared->requests += n;
+}
+
+/*
+ * Requests that this worker may still start: its share of max_concurrency,
+ * within what all workers together leave.  Without a share, the worker
+ * that claims first would take all the room at every answer, and the
+ * others would wait for an answer of their own that never comes.
+ */
+static int
+kw_room(int nworkers)
+{
+	return Min(kw_max_concurrency - kw_shared->requests,
+			   (kw_max_concurrency + nworkers - 1) / nworkers - kw_me->requests);
+}
+
+/*
  * Decide, for each candidate endpoint, what the claim may take from it:
  * requests to send (room in all, shared among the candidates), a probe, or
  * deliveries to record as not sent; and where to read its queue.  Marks the
@@ -207,7 +234,7 @@ kw_endpoints_plan(KwCandidate *cands, int ncands, int room, int nworkers)
 
 	LWLockAcquire(kw_shared->lock, LW_EXCLUSIVE);
 
-	room = Min(room, kw_max_concurrency - kw_shared->requests);
+	room = Min(room, kw_room(nworkers));
 	room = Min(room, kw_shared->nfree_flights);
 
 	for (int i = 0; i < ncands; i++)
@@ -317,8 +344,7 @@ kw_endpoints_plan(KwCandidate *cands, int ncands, int room, int nworkers)
 
 		/* held for this claim, so that no other claim counts on them */
 		st->reserved = c->send;
-		st->requests += c->send;
-		kw_shared->requests += c->send;
+		kw_count_requests(st, kw_me, c->send);
 		if (dlist_is_empty(&st->flights) ||
 			now - st->rescanned_at >= (TimestampTz) KW_RESCAN_MS * 1000)
 		{
@@ -390,8 +416,7 @@ kw_endpoints_claimed(KwCandidate *cands, int ncands, KwRequest **reqs,
 		st = kw_state(c->endpoint_id, false);
 
 		/* what was held for requests that the claim did not take */
-		st->requests -= st->reserved - c->taken;
-		kw_shared->requests -= st->reserved - c->taken;
+		kw_count_requests(st, kw_me, c->taken - st->reserved);
 		st->reserved = 0;
 		if (c->read > 0)
 		{
@@ -419,8 +444,7 @@ kw_endpoints_unclaim(KwCandidate *cands, int ncands)
 
 		if (st != NULL && st->claiming == kw_worker_index + 1)
 		{
-			st->requests -= st->reserved;
-			kw_shared->requests -= st->reserved;
+			kw_count_requests(st, kw_me, -st->reserved);
 			st->reserved = 0;
 			st->claiming = 0;
 			kw_state_drop_if_idle(st, now);
@@ -435,10 +459,8 @@ kw_release_flight(KwFlight *f, KwEndpointState *st)
 {
 	dlist_delete(&f->endpoint_node);
 	dlist_delete(&f->worker_node);
-	if (f->request && st != NULL)
-		st->requests--;
 	if (f->request)
-		kw_shared->requests--;
+		kw_count_requests(st, &kw_shared->workers[f->worker], -1);
 	dlist_push_head(&kw_shared->free_flights, &f->endpoint_node);
 	kw_shared->nfree_flights++;
 }
@@ -475,9 +497,7 @@ kw_endpoints_answered(KwRequest **reqs, int nreqs)
 		if (req->flight != NULL && req->flight->request)
 		{
 			req->flight->request = false;
-			if (st != NULL)
-				st->requests--;
-			kw_shared->requests--;
+			kw_count_requests(st, kw_me, -1);
 		}
 		if (st != NULL && st->extension_oid == req->extension_oid &&
 			req->sent && req->retry_after > 0 &&
@@ -617,8 +637,7 @@ kw_endpoints_worker_exit(void)
 	{
 		if (st->claiming == kw_worker_index + 1)
 		{
-			st->requests -= st->reserved;
-			kw_shared->requests -= st->reserved;
+			kw_count_requests(st, kw_me, -st->reserved);
 			st->reserved = 0;
 			st->claiming = 0;
 		}
@@ -626,16 +645,15 @@ kw_endpoints_worker_exit(void)
 	LWLockRelease(kw_shared->lock);
 }
 
-/* Requests that may still start, over all workers. */
+/*
+ * Requests that this worker may still start (see kw_room).  Read without
+ * the lock, as a hint of whether a claim is worth trying: the claim itself
+ * decides under the lock.
+ */
 int
 kw_endpoints_room(void)
 {
-	int			room;
-
-	LWLockAcquire(kw_shared->lock, LW_SHARED);
-	room = kw_max_concurrency - kw_shared->requests;
-	LWLockRelease(kw_shared->lock);
-	return room;
+	return kw_room(kw_running_workers());
 }
 
 /* Delivery workers running now. */

@@ -144,6 +144,7 @@ kw_shmem_startup(void)
 							   INVALID_PROC_NUMBER);
 			pg_atomic_init_u32(&kw_shared->workers[i].pid, 0);
 			pg_atomic_init_u32(&kw_shared->workers[i].in_flight, 0);
+			kw_shared->workers[i].requests = 0;
 			dlist_init(&kw_shared->workers[i].flights);
 		}
 		pg_atomic_init_u32(&kw_shared->launcher_procno,
@@ -358,7 +359,7 @@ _PG_init(void)
 
 	DefineCustomIntVariable("konvox_webhooks.max_concurrency",
 							"Most requests in flight at once, over all workers and endpoints.",
-							"Also the most connections to receivers that each worker keeps open.",
+							"Each running worker starts at most its share; each also keeps at most this many connections to receivers open.",
 							&kw_max_concurrency,
 							256, 1, KW_MAX_CONCURRENCY,
 							PGC_SIGHUP,

@@ -102,6 +102,7 @@ typedef struct KwWorkerSlot
 	pg_atomic_uint32 procno;	/* INVALID_PROC_NUMBER when not running */
 	pg_atomic_uint32 pid;
 	pg_atomic_uint32 in_flight; /* requests handed to libcurl */
+	int			requests;		/* its part of requests, under the lock */
 	dlist_head	flights;		/* its KwFlights, under the lock */
 } KwWorkerSlot;
 

@@ -5,6 +5,7 @@
 #   even timed out, and the hanging one never holds more than its cap.
 # - The per-endpoint cap, from the endpoint's own max_concurrency and from
 #   the setting, over both workers together, changed by a reload.
+# - max_concurrency over both workers: each worker takes its share.
 # - The circuit breaker: after breaker_failures failed requests in a row
 #   the endpoint gets one probe at a time, its other deliveries are
 #   recorded as not sent; a successful probe closes the breaker and the
@@ -129,6 +130,27 @@ kw_emit_many($node, 'postgres', 'reloadco', 40);
 kw_wait_drained($node, 'postgres', 'reloadco');
 is(receiver_path_stats($r, '/reloaded')->{max_in_flight},
 	4, 'after a reload, the new max_concurrency_per_endpoint of 4 holds');
+
+###
+### max_concurrency over both workers: each takes its share, so that the
+### first to claim does not leave the other idle
+###
+sql("ALTER SYSTEM SET konvox_webhooks.max_concurrency = 8; SELECT pg_reload_conf()");
+$node->poll_query_until('postgres',
+	"SELECT current_setting('konvox_webhooks.max_concurrency') = '8'")
+  or die 'reload did not happen';
+# 4 endpoints with room for 2 requests of each worker (a cap of 4 each):
+# 16 requests would fit under their caps, 8 under max_concurrency
+endpoint('shareco', "/share$_?delay_ms=3000") for 1 .. 4;
+kw_emit_many($node, 'postgres', 'shareco', 3);
+$node->poll_query_until('postgres',
+	"SELECT sum(in_flight) = 8 FROM webhooks._worker_slots()")
+  or die 'the workers did not take the room of max_concurrency';
+is( sql("SELECT array_agg(in_flight ORDER BY worker) FROM webhooks._worker_slots()"),
+	'{4,4}',
+	'max_concurrency 8 with two workers: each has its share of 4 in flight');
+kw_wait_drained($node, 'postgres', 'shareco');
+sql("ALTER SYSTEM RESET konvox_webhooks.max_concurrency; SELECT pg_reload_conf()");
 
 ###
 ### The circuit breaker
