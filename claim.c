@@ -102,6 +102,7 @@ typedef enum KwVerdict
 static HTAB *kw_due = NULL;
 static TimestampTz kw_next_claim_at = 0;	/* the earliest due_at */
 static bool kw_view_stale = true;
+static TimestampTz kw_woken_at = 0;	/* by a commit */
 static TimestampTz kw_enumerated_at = 0;
 static long kw_enumerate_usecs = 0;
 static TimestampTz kw_claim_backoff_until = 0;
@@ -158,6 +159,7 @@ void
 kw_claim_reset(void)
 {
 	kw_view_stale = true;
+	kw_woken_at = GetCurrentTimestamp();
 	kw_claim_backoff_until = 0;
 }
 
@@ -1037,7 +1039,7 @@ kw_claim(void)
 
 			/* from here on, nothing may take a snapshot before the claim */
 			kw_endpoints_plan(p->cands, p->ncands, p->slots,
-							  kw_running_workers());
+							  kw_running_workers(), kw_woken_at);
 			p->planned = true;
 			kw_read_deliveries(p);
 			kw_write_verdicts(p);

@@ -192,6 +192,20 @@ kw_state_drop_if_idle(KwEndpointState *st, TimestampTz now)
 	}
 }
 
+/* Has an endpoint at most n deliveries claimed?  The caller holds the lock. */
+static bool
+kw_few_flights(KwEndpointState *st, int n)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &st->flights)
+	{
+		if (--n < 0)
+			return false;
+	}
+	return true;
+}
+
 /*
  * Count n more requests in flight (or fewer, n < 0) to an endpoint, by a
  * worker, against the caps.  The caller holds the lock.
@@ -223,10 +237,12 @@ kw_room(int nworkers)
  * requests to send (room in all, shared among the candidates), a probe, or
  * deliveries to record as not sent; and where to read its queue.  Marks the
  * endpoints given anything as claimed by this worker.  Called in the claim
- * transaction before its first snapshot; see the file's comment.
+ * transaction before its first snapshot; see the file's comment.  woken_at
+ * is when a commit last woke the worker (KW_RESCAN_SKIP).
  */
 void
-kw_endpoints_plan(KwCandidate *cands, int ncands, int room, int nworkers)
+kw_endpoints_plan(KwCandidate *cands, int ncands, int room, int nworkers,
+				  TimestampTz woken_at)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int		   *want = palloc0(sizeof(int) * Max(1, ncands));
@@ -345,8 +361,11 @@ kw_endpoints_plan(KwCandidate *cands, int ncands, int room, int nworkers)
 		/* held for this claim, so that no other claim counts on them */
 		st->reserved = c->send;
 		kw_count_requests(st, kw_me, c->send);
+		c->planned_at = now;
 		if (dlist_is_empty(&st->flights) ||
-			now - st->rescanned_at >= (TimestampTz) KW_RESCAN_MS * 1000)
+			now - st->rescanned_at >= (TimestampTz) KW_RESCAN_MS * 1000 ||
+			(st->rescanned_at < woken_at &&
+			 kw_few_flights(st, KW_RESCAN_SKIP)))
 		{
 			dlist_iter	iter;
 
@@ -424,7 +443,7 @@ kw_endpoints_claimed(KwCandidate *cands, int ncands, KwRequest **reqs,
 			st->after_id = c->last_id;
 		}
 		if (c->from_start)
-			st->rescanned_at = now;
+			st->rescanned_at = c->planned_at;
 		st->claiming = 0;
 		kw_state_drop_if_idle(st, now);
 	}

@@ -35,9 +35,14 @@
 /*
  * An endpoint's queue is read from its start, rather than after the last
  * delivery claimed, at least this often: rows committed late with an early
- * next_attempt_at wait no longer than this.
+ * next_attempt_at wait no longer than this.  Rows committed out of order
+ * are common (next_attempt_at is a transaction's start, and transactions
+ * overlap), so an endpoint with at most KW_RESCAN_SKIP deliveries claimed
+ * is also read from its start after every commit that wakes the worker: a
+ * few rows read again, for a row committed late not to wait.
  */
 #define KW_RESCAN_MS		1000
+#define KW_RESCAN_SKIP		32
 
 /* A delivery whose event is missing is failed once it is this old. */
 #define KW_ORPHAN_GRACE_MS	(24 * 3600 * 1000L)
@@ -74,6 +79,7 @@ typedef struct KwCandidate
 	bool		probe;			/* the one request of a failing endpoint */
 	int			not_sent;		/* deliveries to record as not sent */
 	bool		from_start;		/* read its queue from the start */
+	TimestampTz planned_at;		/* before the claim's snapshot */
 	TimestampTz after_at;		/* else read after this delivery */
 	int64		after_id;
 	int			nskip;			/* in flight: not to be claimed again */
@@ -135,7 +141,7 @@ extern void kw_retention_reset(void);
 
 /* endpoint.c */
 extern void kw_endpoints_plan(KwCandidate *cands, int ncands, int room,
-							  int nworkers);
+							  int nworkers, TimestampTz woken_at);
 extern void kw_endpoints_claimed(KwCandidate *cands, int ncands,
 								 KwRequest **reqs, int nreqs);
 extern void kw_endpoints_unclaim(KwCandidate *cands, int ncands);

@@ -10,7 +10,8 @@
 # - a delivery whose event is missing is failed once old enough, and left
 #   pending while young (a restore in progress);
 # - rows committed late with an early next_attempt_at do not wait behind a
-#   backlog to the same endpoint;
+#   backlog to the same endpoint, nor, committed out of order, behind a
+#   request in flight to it;
 # - pg_terminate_backend ends a worker that waits on a lock.
 
 use strict;
@@ -145,6 +146,33 @@ cmp_ok(
 	'>=', 1000, '... while at least 1,000 of the backlog still waited');
 $late->quit;
 sql("DELETE FROM webhooks.endpoints WHERE id = $slow");
+
+# a row committed out of order while another of its endpoint is in
+# flight: a transaction emits first and commits second, and its event goes
+# out at its commit, before an event committed after it (not at the next
+# read of the endpoint's queue from its start, up to a second later)
+my $order = sql("SELECT id FROM webhooks.create_endpoint('orderco', '"
+	  . receiver_url($r, '/order?delay_ms=3000')
+	  . "', ARRAY['enrollment.created'])");
+my $emit_order = q{SELECT webhooks.emit('enrollment.created', 'orderco', '{"enrollmentId": "%s", "contactId": "c", "campaignId": "k"}')};
+$late = $node->background_psql('postgres', on_error_stop => 1);
+$late->query_safe('BEGIN');
+my $first = $late->query_safe(sprintf($emit_order, 'first'));
+my $second = sql(sprintf($emit_order, 'second'));
+receiver_wait($r, sub { grep { $_->{path} eq '/order' } @_ })
+  or die 'the second event was not sent';
+$late->query_safe('COMMIT');
+my $third = sql(sprintf($emit_order, 'third'));
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 3 FROM webhooks.deliveries WHERE endpoint_id = $order AND status = 'delivered'"
+) or die 'the three events were not delivered';
+is( sql(
+		"SELECT string_agg(d.event_id::text, ' ' ORDER BY a.started_at) FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = $order"
+	),
+	"$second $first $third",
+	'an event committed out of order goes out at its commit, before one committed after it');
+$late->quit;
+sql("DELETE FROM webhooks.endpoints WHERE id = $order");
 
 # pg_terminate_backend ends a worker that waits on a lock
 my $locker = $node->background_psql('postgres', on_error_stop => 1);
