@@ -98,9 +98,10 @@ ROWS = [
     ("latency_p99_ms", "commit to arrival, p99", "ms",
      ("<= 50", lambda v: v <= 50)),
     ("latency_max_ms", "commit to arrival, max", "ms", None),
-    ("Noisy neighbour (1,000 emits/s to a healthy endpoint)", None, None,
+    ("Noisy neighbour (1,000 emits/s to a healthy endpoint; emitters with "
+     "synchronous_commit off)", None, None,
      None),
-    ("noisy_alone_p50_ms", "alone (20 s): commit to arrival, p50", "ms",
+    ("noisy_alone_p50_ms", "alone (45 s): commit to arrival, p50", "ms",
      None),
     ("noisy_alone_p99_ms", "alone: p99", "ms", ("<= 50", lambda v: v <= 50)),
     ("noisy_alone_max_ms", "alone: max", "ms", None),
