@@ -106,6 +106,7 @@ static TimestampTz kw_woken_at = 0;	/* by a commit */
 static TimestampTz kw_enumerated_at = 0;
 static long kw_enumerate_usecs = 0;
 static TimestampTz kw_claim_backoff_until = 0;
+static TimestampTz kw_room_recheck_at = 0;	/* see kw_claim_next_time */
 static bool kw_careful = false;
 
 static MemoryContext kw_endpoints_context = NULL;
@@ -222,15 +223,31 @@ kw_next_enumeration(void)
 
 /*
  * When a claim is next wanted, if nothing wakes the worker before: never
- * while there is no room for a request, which only an answer can make.
+ * while this worker has no room for a request, which only its own answers
+ * can make.  When the others hold more than their shares (their number
+ * changed, or max_concurrency), their answers make room that nothing tells
+ * this worker of: it looks again every KW_BUSY_RECHECK_MS.
  */
 TimestampTz
 kw_claim_next_time(void)
 {
-	if (kw_free_slots() == 0 || kw_endpoints_room() <= 0)
+	bool		others_over;
+	TimestampTz next = Max(kw_claim_backoff_until,
+						   Min(kw_next_claim_at, kw_next_enumeration()));
+
+	if (kw_free_slots() == 0)
 		return DT_NOEND;
-	return Max(kw_claim_backoff_until,
-			   Min(kw_next_claim_at, kw_next_enumeration()));
+	if (kw_endpoints_room(&others_over) > 0)
+	{
+		kw_room_recheck_at = 0;
+		return next;
+	}
+	if (!others_over)
+		return DT_NOEND;
+	if (kw_room_recheck_at == 0)
+		kw_room_recheck_at = GetCurrentTimestamp() +
+			(TimestampTz) KW_BUSY_RECHECK_MS * 1000;
+	return Max(next, kw_room_recheck_at);
 }
 
 /* Is a claim wanted now? */
@@ -897,8 +914,13 @@ kw_read_deliveries(KwClaimPass *p)
 		ci = kw_candidate_of(p, endpoint_id, ci);
 		c = &p->cands[ci];
 		c->read++;
-		c->last_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 4, &isnull));
-		c->last_id = id;
+		if (!c->from_start)
+		{
+			c->advance = true;
+			c->last_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 4,
+														   &isnull));
+			c->last_id = id;
+		}
 
 		if (kw_skipped(c, id))
 			continue;			/* in flight: claimed before */
@@ -937,6 +959,18 @@ kw_read_deliveries(KwClaimPass *p)
 			p->taken[p->ntaken++] = req;
 			c->send--;
 			c->taken++;
+			if (c->from_start)
+			{
+				/*
+				 * Read from the start, the last row read may be a delivery
+				 * in flight with others after it: the cursor moves only as
+				 * far as what is taken (kw_endpoints_claimed).
+				 */
+				c->advance = true;
+				c->last_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 4,
+															   &isnull));
+				c->last_id = id;
+			}
 			continue;
 		}
 		kw_free_slot(req);
@@ -1019,6 +1053,7 @@ kw_claim(void)
 
 	p->now = GetCurrentTimestamp();
 	p->slots = kw_free_slots();
+	kw_room_recheck_at = 0;
 	p->taken = palloc(sizeof(KwRequest *) * Max(1, p->slots));
 	PG_TRY();
 	{

@@ -269,6 +269,7 @@ kw_endpoints_plan(KwCandidate *cands, int ncands, int room, int nworkers,
 		c->busy = false;
 		c->taken = 0;
 		c->read = 0;
+		c->advance = false;
 
 		st = kw_state(c->endpoint_id, true);
 		if (st == NULL || st->claiming != 0)
@@ -437,7 +438,14 @@ kw_endpoints_claimed(KwCandidate *cands, int ncands, KwRequest **reqs,
 		/* what was held for requests that the claim did not take */
 		kw_count_requests(st, kw_me, c->taken - st->reserved);
 		st->reserved = 0;
-		if (c->read > 0)
+		/*
+		 * The cursor never goes back behind a delivery in flight, which a
+		 * read after it would claim again.  Read from the start, it moves
+		 * to the last delivery taken if that is further.
+		 */
+		if (c->advance &&
+			(!c->from_start || c->last_at > st->after_at ||
+			 (c->last_at == st->after_at && c->last_id > st->after_id)))
 		{
 			st->after_at = c->last_at;
 			st->after_id = c->last_id;
@@ -665,14 +673,21 @@ kw_endpoints_worker_exit(void)
 }
 
 /*
- * Requests that this worker may still start (see kw_room).  Read without
- * the lock, as a hint of whether a claim is worth trying: the claim itself
+ * Requests that this worker may still start (see kw_room); and whether the
+ * other workers hold more than their shares, as they may for a while after
+ * the number of workers or max_concurrency changed.  Read without the
+ * lock, as a hint of whether a claim is worth trying: the claim itself
  * decides under the lock.
  */
 int
-kw_endpoints_room(void)
+kw_endpoints_room(bool *others_over)
 {
-	return kw_room(kw_running_workers());
+	int			nworkers = kw_running_workers();
+	int			share = (kw_max_concurrency + nworkers - 1) / nworkers;
+
+	*others_over = (kw_shared->requests - kw_me->requests >
+					(nworkers - 1) * share);
+	return kw_room(nworkers);
 }
 
 /* Delivery workers running now. */

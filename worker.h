@@ -93,8 +93,9 @@ typedef struct KwCandidate
 	int			limit;			/* deliveries asked for */
 	int			taken;			/* requests taken */
 	int			read;			/* deliveries the claim read */
-	TimestampTz last_at;		/* the last of them */
-	int64		last_id;
+	bool		advance;		/* move the cursor to last_at, last_id: */
+	TimestampTz last_at;		/* the last read, or from the start the */
+	int64		last_id;		/* last taken */
 } KwCandidate;
 
 /* worker.c */
@@ -148,7 +149,7 @@ extern void kw_endpoints_unclaim(KwCandidate *cands, int ncands);
 extern void kw_endpoints_answered(KwRequest **reqs, int nreqs);
 extern void kw_endpoints_finished(KwRequest **reqs, int nreqs);
 extern void kw_endpoints_worker_exit(void);
-extern int	kw_endpoints_room(void);
+extern int	kw_endpoints_room(bool *others_over);
 extern int	kw_running_workers(void);
 
 #endif							/* KONVOX_WEBHOOKS_WORKER_H */

@@ -6,6 +6,8 @@
 # - The per-endpoint cap, from the endpoint's own max_concurrency and from
 #   the setting, over both workers together, changed by a reload.
 # - max_concurrency over both workers: each worker takes its share.
+# - A read of an endpoint's queue from its start never leaves a request in
+#   flight after the cursor, to be claimed again.
 # - The circuit breaker: after breaker_failures failed requests in a row
 #   the endpoint gets one probe at a time, its other deliveries are
 #   recorded as not sent; a successful probe closes the breaker and the
@@ -151,6 +153,39 @@ is( sql("SELECT array_agg(in_flight ORDER BY worker) FROM webhooks._worker_slots
 	'max_concurrency 8 with two workers: each has its share of 4 in flight');
 kw_wait_drained($node, 'postgres', 'shareco');
 sql("ALTER SYSTEM RESET konvox_webhooks.max_concurrency; SELECT pg_reload_conf()");
+
+###
+### A read of an endpoint's queue from its start that stops at a request
+### in flight, with another after it, leaves the cursor where no later read
+### takes that other one again
+###
+{
+	# a cap of 3: 2 requests in flight leave room for 1
+	my $dup = endpoint('dupco', '/dup?delay_ms=4000');
+	sql("UPDATE webhooks.endpoints SET max_concurrency = 3 WHERE id = $dup");
+	my $emit_dup = q{SELECT webhooks.emit('enrollment.created', 'dupco', '{"enrollmentId": "%s", "contactId": "c", "campaignId": "k"}')};
+	my $late = $node->background_psql('postgres', on_error_stop => 1);
+	$late->query_safe('BEGIN');
+	my @events = (
+		$late->query_safe(sprintf($emit_dup, 'late1')),
+		$late->query_safe(sprintf($emit_dup, 'late2')));
+	push @events, sql(sprintf($emit_dup, "flight$_")) for 1 .. 2;
+	receiver_wait($r, sub { (grep { $_->{path} eq '/dup' } @_) == 2 })
+	  or die 'the two requests did not arrive';
+	# the late transaction's first delivery is answered at once; the read
+	# from the start that takes it reads the second, then the first request
+	# in flight, and stops
+	receiver_control($r, '/dup', 'delay_ms=0');
+	$late->query_safe('COMMIT');
+	$late->quit;
+	kw_wait_drained($node, 'postgres', 'dupco');
+	my %sent;
+	$sent{ $_->{headers}{'webhook-id'} // '' }++
+	  for grep { $_->{path} eq '/dup' } receiver_log($r);
+	is(join(' ', map { $sent{$_} // 0 } @events), '1 1 1 1',
+		'each of four events sent once: none of those in flight again');
+	sql("DELETE FROM webhooks.endpoints WHERE id = $dup");
+}
 
 ###
 ### The circuit breaker
