@@ -168,10 +168,9 @@ kw_claim_reset(void)
 static int
 kw_my_share(KwEndpointInfo *ep)
 {
-	int			nworkers = kw_running_workers();
 	int			cap = (ep != NULL) ? ep->cap : kw_max_concurrency_per_endpoint;
 
-	return (cap + nworkers - 1) / nworkers;
+	return kw_share(cap, kw_running_workers());
 }
 
 /*
@@ -906,6 +905,7 @@ kw_read_deliveries(KwClaimPass *p)
 		int64		endpoint_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
 		int64		id = DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
 		int32		attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
+		TimestampTz at;
 		KwCandidate *c;
 		KwRequest  *req;
 		const char *why = NULL;
@@ -914,11 +914,11 @@ kw_read_deliveries(KwClaimPass *p)
 		ci = kw_candidate_of(p, endpoint_id, ci);
 		c = &p->cands[ci];
 		c->read++;
+		at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 4, &isnull));
 		if (!c->from_start)
 		{
 			c->advance = true;
-			c->last_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 4,
-														   &isnull));
+			c->last_at = at;
 			c->last_id = id;
 		}
 
@@ -967,8 +967,7 @@ kw_read_deliveries(KwClaimPass *p)
 				 * far as what is taken (kw_endpoints_claimed).
 				 */
 				c->advance = true;
-				c->last_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 4,
-															   &isnull));
+				c->last_at = at;
 				c->last_id = id;
 			}
 			continue;

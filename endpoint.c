@@ -229,7 +229,7 @@ static int
 kw_room(int nworkers)
 {
 	return Min(kw_max_concurrency - kw_shared->requests,
-			   (kw_max_concurrency + nworkers - 1) / nworkers - kw_me->requests);
+			   kw_share(kw_max_concurrency, nworkers) - kw_me->requests);
 }
 
 /*
@@ -320,7 +320,7 @@ kw_endpoints_plan(KwCandidate *cands, int ncands, int room, int nworkers,
 			continue;
 		}
 		want[i] = Min(c->cap - st->requests,
-					  (c->cap + nworkers - 1) / nworkers - c->mine);
+					  kw_share(c->cap, nworkers) - c->mine);
 		if (want[i] > 0)
 			nwant++;
 		else if (st->requests >= c->cap)
@@ -683,10 +683,8 @@ int
 kw_endpoints_room(bool *others_over)
 {
 	int			nworkers = kw_running_workers();
-	int			share = (kw_max_concurrency + nworkers - 1) / nworkers;
-
 	*others_over = (kw_shared->requests - kw_me->requests >
-					(nworkers - 1) * share);
+					(nworkers - 1) * kw_share(kw_max_concurrency, nworkers));
 	return kw_room(nworkers);
 }
 

@@ -152,4 +152,11 @@ extern void kw_endpoints_worker_exit(void);
 extern int	kw_endpoints_room(bool *others_over);
 extern int	kw_running_workers(void);
 
+/* A worker's share of a cap: the cap over the workers, rounded up. */
+static inline int
+kw_share(int cap, int nworkers)
+{
+	return (cap + nworkers - 1) / nworkers;
+}
+
 #endif							/* KONVOX_WEBHOOKS_WORKER_H */
