@@ -652,62 +652,143 @@ kw_verdicts_add(KwVerdicts *v, int64 id, int32 attempt, int64 endpoint_id,
 }
 
 /*
+ * Which of the endpoints that the claim's snapshot misses are deleted:
+ * deleted[i] for ids[i], and appeared[i] for one that exists by now.
+ *
+ * Deleted means issued here (its id is at most the id sequence's last
+ * value), missing from a fresh look at the table, and the table not empty.
+ * The sequence is read first and the table looked at after it: a restore
+ * loads the endpoints' rows before it sets their sequence, and the claim's
+ * snapshot is older than both, so a missing endpoint seen with an issued
+ * id may have been loaded meanwhile.  A parallel restore (pg_restore -j)
+ * may set the sequence before the endpoints are loaded, all in one COPY:
+ * an empty table is one not loaded yet.  What is missing and not deleted
+ * is one that a restore has not loaded yet.
+ */
+static void
+kw_missing_endpoints(int64 *ids, int n, bool *deleted, bool *appeared)
+{
+	MemoryContext old = CurrentMemoryContext;
+	Datum	   *missing = palloc(sizeof(Datum) * Max(1, n));
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		args[1];
+	int64		last_issued;
+	bool		loaded;
+	bool		isnull;
+	ArrayType  *present;
+	Datum	   *present_ids;
+	int			npresent;
+
+	if (kw_execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
+				   "  FROM webhooks.endpoints_id_seq",
+				   true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read webhooks.endpoints_id_seq");
+	last_issued = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 1,
+											  &isnull));
+
+	/* not read-only: a snapshot of its own, taken after the read above */
+	for (int i = 0; i < n; i++)
+		missing[i] = Int64GetDatum(ids[i]);
+	args[0] = kw_array(missing, NULL, n, INT8OID);
+	if (SPI_execute_with_args("SELECT EXISTS (SELECT FROM webhooks.endpoints),"
+							  "       ARRAY(SELECT e.id FROM webhooks.endpoints e"
+							  "              WHERE e.id = ANY ($1))",
+							  1, types, args, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not read webhooks.endpoints");
+	MemoryContextSwitchTo(old);
+	loaded = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull));
+	present = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 2,
+											   &isnull));
+	deconstruct_array(present, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &present_ids, NULL, &npresent);
+	for (int i = 0; i < n; i++)
+	{
+		appeared[i] = false;
+		for (int j = 0; j < npresent && !appeared[i]; j++)
+			appeared[i] = DatumGetInt64(present_ids[j]) == ids[i];
+		deleted[i] = !appeared[i] && loaded && ids[i] <= last_issued;
+	}
+	if (npresent > 0)
+		kw_endpoints_stale = true;	/* read again at the next claim */
+}
+
+/*
  * The endpoints of the candidates that cannot be sent to at all: their
- * pending deliveries are failed, with why, and the endpoints held.  An
- * endpoint that is deactivated fails them at once; so does one that is
- * missing although its id has been issued here (deleted).  Otherwise a
- * missing endpoint is one that a restore has not loaded yet, since
- * pg_restore loads deliveries before endpoints: its deliveries wait, and
- * only those older than KW_ORPHAN_GRACE_MS are failed.
+ * pending deliveries are failed, with why, and the endpoints held (and
+ * looked at again at once, if appeared).  An endpoint that is deactivated
+ * fails them at once; so does one that is deleted (kw_missing_endpoints).
+ * Otherwise a missing endpoint is one that a restore has not loaded yet,
+ * since pg_restore loads deliveries before endpoints: its deliveries wait,
+ * and only those older than KW_ORPHAN_GRACE_MS are failed.
  */
 static void
 kw_fail_lost_endpoints(int64 *endpoint_ids, KwEndpointInfo **eps, int n,
-					   bool *held)
+					   bool *held, bool *appeared)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * Max(1, n));
 	Datum	   *reasons = palloc(sizeof(Datum) * Max(1, n));
 	Datum	   *before = palloc(sizeof(Datum) * Max(1, n));
+	int64	   *missing = palloc(sizeof(int64) * Max(1, n));
+	bool	   *deleted = palloc(sizeof(bool) * Max(1, n));
+	bool	   *missing_appeared = palloc(sizeof(bool) * Max(1, n));
+	int			nmissing = 0;
 	int			nfail = 0;
-	bool		seq_read = false;
-	int64		last_issued = 0;
+	int			nwaiting = 0;
 	TimestampTz grace = GetCurrentTimestamp() -
 		(TimestampTz) KW_ORPHAN_GRACE_MS * 1000;
 
 	for (int i = 0; i < n; i++)
 	{
-		bool		deleted = false;
-
 		held[i] = !(eps[i]->exists && eps[i]->active);
+		appeared[i] = false;
+		if (!eps[i]->exists)
+			missing[nmissing++] = endpoint_ids[i];
+	}
+	if (nmissing > 0)
+		kw_missing_endpoints(missing, nmissing, deleted, missing_appeared);
+
+	for (int i = 0, m = 0; i < n; i++)
+	{
+		bool		is_deleted = false;
+
 		if (!held[i])
 			continue;
-		if (!eps[i]->exists && !seq_read)
+		if (!eps[i]->exists)
 		{
-			if (kw_execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
-							"  FROM webhooks.endpoints_id_seq",
-							true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-				elog(ERROR, "could not read webhooks.endpoints_id_seq");
-			last_issued = pg_strtoint64(SPI_getvalue(SPI_tuptable->vals[0],
-													 SPI_tuptable->tupdesc, 1));
-			seq_read = true;
+			appeared[i] = missing_appeared[m];
+			is_deleted = deleted[m++];
+			if (appeared[i])
+				continue;
 		}
-		deleted = !eps[i]->exists && endpoint_ids[i] <= last_issued;
 
 		/* a missing endpoint's old deliveries, now and then */
-		if (!eps[i]->exists && !deleted)
+		if (!eps[i]->exists && !is_deleted)
 		{
 			if (GetCurrentTimestamp() - eps[i]->orphans_checked_at <
 				(TimestampTz) KW_ORPHAN_CHECK_MS * 1000)
 				continue;
 			eps[i]->orphans_checked_at = GetCurrentTimestamp();
+			nwaiting++;
 		}
 		ids[nfail] = Int64GetDatum(endpoint_ids[i]);
 		reasons[nfail] = CStringGetTextDatum(eps[i]->exists ?
 											 "endpoint deactivated" :
-											 deleted ? "endpoint deleted" :
+											 is_deleted ? "endpoint deleted" :
 											 "endpoint missing");
-		before[nfail++] = TimestampTzGetDatum(eps[i]->exists || deleted ?
+		before[nfail++] = TimestampTzGetDatum(eps[i]->exists || is_deleted ?
 											  DT_NOEND : grace);
 	}
+	if (nwaiting > 0)
+		ereport(LOG,
+				(errmsg_plural("konvox_webhooks: the deliveries to %d missing endpoint wait for it, as in a restore not finished",
+							   "konvox_webhooks: the deliveries to %d missing endpoints wait for them, as in a restore not finished",
+							   nwaiting, nwaiting),
+				 errdetail("Those over %d hours old are failed with \"endpoint missing\".",
+						   (int) (KW_ORPHAN_GRACE_MS / 3600000))));
 	if (nfail > 0)
 	{
 		Datum		args[3];
@@ -793,6 +874,7 @@ kw_choose_candidates(KwClaimPass *p)
 	int			ndue;
 	int64	   *ids;
 	bool	   *held;
+	bool	   *appeared;
 
 	p->due = kw_due_endpoints(p->now, &ndue);
 	ndue = Min(ndue, KW_CLAIM_BATCH);
@@ -801,7 +883,8 @@ kw_choose_candidates(KwClaimPass *p)
 		ids[i] = p->due[i]->endpoint_id;
 	p->eps = kw_load_endpoints(ids, ndue);
 	held = palloc(sizeof(bool) * Max(1, ndue));
-	kw_fail_lost_endpoints(ids, p->eps, ndue, held);
+	appeared = palloc(sizeof(bool) * Max(1, ndue));
+	kw_fail_lost_endpoints(ids, p->eps, ndue, held, appeared);
 
 	p->cands = palloc0(sizeof(KwCandidate) * Max(1, ndue));
 	for (int i = 0; i < ndue; i++)
@@ -810,7 +893,7 @@ kw_choose_candidates(KwClaimPass *p)
 
 		if (held[i])
 		{
-			p->due[i]->due_at = DT_NOEND;
+			p->due[i]->due_at = appeared[i] ? 0 : DT_NOEND;
 			continue;
 		}
 		p->due[p->ncands] = p->due[i];

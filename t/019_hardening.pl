@@ -8,7 +8,9 @@
 # - one bad row (an event whose created_at is infinity) fails alone, with
 #   a reason, and the others go out;
 # - a delivery whose event is missing is failed once old enough, and left
-#   pending while young (a restore in progress);
+#   pending while young (a restore in progress); so is one whose endpoint
+#   is missing while the endpoints are not loaded, though their id
+#   sequence is set (a parallel restore);
 # - rows committed late with an early next_attempt_at do not wait behind a
 #   backlog to the same endpoint, nor, committed out of order, behind a
 #   request in flight to it;
@@ -45,17 +47,17 @@ $a->safe_psql('later',
 	"SELECT webhooks.create_endpoint('acme', '"
 	  . receiver_url($r, '/first')
 	  . "', ARRAY['enrollment.created'])");
-my $first = $a->safe_psql('later',
+my $first_event = $a->safe_psql('later',
 	q{SELECT webhooks.emit('enrollment.created', 'acme', '{"enrollmentId": "e", "contactId": "c", "campaignId": "k"}')});
 ok( $a->poll_query_until(
 		'later',
-		"SELECT count(*) = 1 FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id WHERE d.event_id = '$first'"
+		"SELECT count(*) = 1 FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id WHERE d.event_id = '$first_event'"
 	),
 	'the first event was sent');
 my $wait = $a->safe_psql('later',
 	qq{SELECT extract(epoch FROM a.started_at - e.created_at)
 	     FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-	     JOIN webhooks.events e ON e.id = d.event_id WHERE e.id = '$first'});
+	     JOIN webhooks.events e ON e.id = d.event_id WHERE e.id = '$first_event'});
 cmp_ok($wait, '<', 1,
 	"the first event after CREATE DATABASE and CREATE EXTENSION went out within a second ($wait s)");
 
@@ -71,6 +73,44 @@ is( $a->safe_psql('later',
 	),
 	'21 2',
 	'the one worker sent every delivery, of odd ids and of even');
+
+# a restore in progress, as pg_restore -j may make it: the endpoints' id
+# sequence is set and the events and deliveries are loaded before the
+# endpoints are.  The deliveries wait for their endpoint, and go out once
+# it is loaded: an id issued is not an endpoint deleted while the table is
+# still empty.
+$a->safe_psql('later',
+	'DROP EXTENSION konvox_webhooks; CREATE EXTENSION konvox_webhooks');
+my $restoring = $a->safe_psql(
+	'later', q{
+SELECT setval('webhooks.endpoints_id_seq', 7);
+INSERT INTO webhooks.events (event, company_id, data)
+VALUES ('enrollment.created', 'acme',
+        '{"enrollmentId": "r", "contactId": "c", "campaignId": "k"}')
+RETURNING id}) =~ s/^7\n//r;
+my $log_offset = -s $a->logfile;
+my $waiting = $a->safe_psql('later',
+	"INSERT INTO webhooks.deliveries (event_id, endpoint_id) VALUES ('$restoring', 7) RETURNING id"
+);
+$a->wait_for_log(
+	qr/the deliveries to 1 missing endpoint wait for it, as in a restore not finished/,
+	$log_offset);
+is( $a->safe_psql('later',
+		"SELECT status || ' ' || attempts FROM webhooks.deliveries WHERE id = $waiting"
+	),
+	'pending 0',
+	'a delivery whose endpoint a restore has not loaded, its id sequence set already, waits');
+$a->safe_psql('later',
+	"INSERT INTO webhooks.endpoints (id, company_id, url, events) OVERRIDING SYSTEM VALUE VALUES (7, 'acme', '"
+	  . receiver_url($r, '/restored')
+	  . "', ARRAY['enrollment.created'])");
+ok( $a->poll_query_until(
+		'later',
+		"SELECT status = 'delivered' FROM webhooks.deliveries WHERE id = $waiting"
+	),
+	'and is delivered once its endpoint is loaded');
+is(scalar(grep { $_->{path} eq '/restored' } receiver_log($r)),
+	1, 'the receiver got it once');
 $a->stop;
 
 ###

@@ -167,7 +167,12 @@ is( dst(
 		"SELECT count(*) FILTER (WHERE status = 'delivered') || '/' || count(*) FROM webhooks.deliveries"
 	),
 	'7/7',
-	'all seven deliveries are delivered');
+	'all seven deliveries are delivered')
+  or diag(
+	dst(q{SELECT string_agg(id || ' ' || status || ' ' || attempts || ' '
+                            || coalesce(last_error, '-'), E'\n' ORDER BY id)
+            FROM webhooks.deliveries})
+  );
 is( dst(
 		"SELECT count(*) FROM webhooks.delivery_attempts WHERE delivery_id IN ($pending_ids)"
 	),
