@@ -655,15 +655,13 @@ kw_verdicts_add(KwVerdicts *v, int64 id, int32 attempt, int64 endpoint_id,
  * Which of the endpoints that the claim's snapshot misses are deleted:
  * deleted[i] for ids[i], and appeared[i] for one that exists by now.
  *
- * Deleted means issued here (its id is at most the id sequence's last
- * value), missing from a fresh look at the table, and the table not empty.
- * The sequence is read first and the table looked at after it: a restore
- * loads the endpoints' rows before it sets their sequence, and the claim's
- * snapshot is older than both, so a missing endpoint seen with an issued
- * id may have been loaded meanwhile.  A parallel restore (pg_restore -j)
- * may set the sequence before the endpoints are loaded, all in one COPY:
- * an empty table is one not loaded yet.  What is missing and not deleted
- * is one that a restore has not loaded yet.
+ * Deleted means listed in webhooks.deleted_endpoints, which the deletion
+ * writes in its own transaction and which is not dumped, so a restore in
+ * progress, whatever its order, has none of its endpoints there.  Both
+ * tables are read in a statement with a snapshot of its own, newer than
+ * the claim's: an endpoint loaded or deleted meanwhile is seen so.  Before
+ * the update to 1.2 there is no such table, and no endpoint is taken for
+ * deleted.
  */
 static void
 kw_missing_endpoints(int64 *ids, int n, bool *deleted, bool *appeared)
@@ -672,47 +670,50 @@ kw_missing_endpoints(int64 *ids, int n, bool *deleted, bool *appeared)
 	Datum	   *missing = palloc(sizeof(Datum) * Max(1, n));
 	Oid			types[1] = {INT8ARRAYOID};
 	Datum		args[1];
-	int64		last_issued;
-	bool		loaded;
-	bool		isnull;
-	ArrayType  *present;
-	Datum	   *present_ids;
-	int			npresent;
+	bool		tombstones;
+	int			nfound[2];
+	Datum	   *found[2];
+	char	   *sql;
 
-	if (kw_execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
-				   "  FROM webhooks.endpoints_id_seq",
-				   true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not read webhooks.endpoints_id_seq");
-	last_issued = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-											  SPI_tuptable->tupdesc, 1,
-											  &isnull));
-
-	/* not read-only: a snapshot of its own, taken after the read above */
+	tombstones = OidIsValid(get_relname_relid("deleted_endpoints",
+											  get_rel_namespace(kw_endpoints_relid)));
+	sql = psprintf("/* konvox_webhooks: missing endpoints */"
+				   " SELECT ARRAY(SELECT e.id FROM webhooks.endpoints e"
+				   "               WHERE e.id = ANY ($1)),"
+				   "        %s",
+				   tombstones ?
+				   "ARRAY(SELECT t.id FROM webhooks.deleted_endpoints t"
+				   "       WHERE t.id = ANY ($1))" : "'{}'::bigint[]");
 	for (int i = 0; i < n; i++)
 		missing[i] = Int64GetDatum(ids[i]);
 	args[0] = kw_array(missing, NULL, n, INT8OID);
-	if (SPI_execute_with_args("SELECT EXISTS (SELECT FROM webhooks.endpoints),"
-							  "       ARRAY(SELECT e.id FROM webhooks.endpoints e"
-							  "              WHERE e.id = ANY ($1))",
-							  1, types, args, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
+
+	/* not read-only: a snapshot of its own */
+	if (SPI_execute_with_args(sql, 1, types, args, NULL, false, 1) !=
+		SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read webhooks.endpoints");
 	MemoryContextSwitchTo(old);
-	loaded = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-										SPI_tuptable->tupdesc, 1, &isnull));
-	present = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0],
-											   SPI_tuptable->tupdesc, 2,
-											   &isnull));
-	deconstruct_array(present, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-					  &present_ids, NULL, &npresent);
+	for (int col = 0; col < 2; col++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, col + 1, &isnull);
+
+		if (isnull)
+			elog(ERROR, "could not read webhooks.endpoints");
+		deconstruct_array(DatumGetArrayTypeP(d), INT8OID, 8, FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &found[col], NULL, &nfound[col]);
+	}
 	for (int i = 0; i < n; i++)
 	{
 		appeared[i] = false;
-		for (int j = 0; j < npresent && !appeared[i]; j++)
-			appeared[i] = DatumGetInt64(present_ids[j]) == ids[i];
-		deleted[i] = !appeared[i] && loaded && ids[i] <= last_issued;
+		deleted[i] = false;
+		for (int j = 0; j < nfound[0]; j++)
+			appeared[i] |= DatumGetInt64(found[0][j]) == ids[i];
+		for (int j = 0; j < nfound[1] && !appeared[i]; j++)
+			deleted[i] |= DatumGetInt64(found[1][j]) == ids[i];
 	}
-	if (npresent > 0)
+	if (nfound[0] > 0)
 		kw_endpoints_stale = true;	/* read again at the next claim */
 }
 
@@ -720,7 +721,7 @@ kw_missing_endpoints(int64 *ids, int n, bool *deleted, bool *appeared)
  * The endpoints of the candidates that cannot be sent to at all: their
  * pending deliveries are failed, with why, and the endpoints held (and
  * looked at again at once, if appeared).  An endpoint that is deactivated
- * fails them at once; so does one that is deleted (kw_missing_endpoints).
+ * fails them at once; so does one deleted (kw_missing_endpoints).
  * Otherwise a missing endpoint is one that a restore has not loaded yet,
  * since pg_restore loads deliveries before endpoints: its deliveries wait,
  * and only those older than KW_ORPHAN_GRACE_MS are failed.
@@ -784,10 +785,10 @@ kw_fail_lost_endpoints(int64 *endpoint_ids, KwEndpointInfo **eps, int n,
 	}
 	if (nwaiting > 0)
 		ereport(LOG,
-				(errmsg_plural("konvox_webhooks: the deliveries to %d missing endpoint wait for it, as in a restore not finished",
-							   "konvox_webhooks: the deliveries to %d missing endpoints wait for them, as in a restore not finished",
+				(errmsg_plural("konvox_webhooks worker holds the deliveries to %d missing endpoint until it appears, as in a restore not finished",
+							   "konvox_webhooks worker holds the deliveries to %d missing endpoints until they appear, as in a restore not finished",
 							   nwaiting, nwaiting),
-				 errdetail("Those over %d hours old are failed with \"endpoint missing\".",
+				 errdetail("Those over %d hours old are failed with \"endpoint missing\"; those of a deleted endpoint are failed at once.",
 						   (int) (KW_ORPHAN_GRACE_MS / 3600000))));
 	if (nfail > 0)
 	{

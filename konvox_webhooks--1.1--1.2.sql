@@ -406,6 +406,52 @@ COMMENT ON FUNCTION webhooks.metrics() IS
 'For monitoring: delivery workers configured and running, requests in flight, pending and due deliveries, how long the oldest due delivery has been due (s), the delivered and failed counters, and the endpoints failing (circuit breaker open) and held by Retry-After now';
 
 ---------------------------------------------------------------------------
+-- Endpoints deleted here, told apart from endpoints not restored yet
+---------------------------------------------------------------------------
+
+-- An emit() that read an endpoint before another session deleted it can
+-- commit a delivery to it after the deletion removed the endpoint's
+-- deliveries.  The workers fail such a delivery at once ('endpoint
+-- deleted') when its endpoint's id is here; a delivery whose endpoint is
+-- missing otherwise waits for it, since a restore loads deliveries before
+-- endpoints, and fails once a day old ('endpoint missing').  The table is
+-- not dumped: a restored database has deleted nothing yet.
+CREATE TABLE webhooks.deleted_endpoints (
+    id          bigint PRIMARY KEY,
+    deleted_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE webhooks.deleted_endpoints IS
+'Ids of the endpoints deleted in the last day or so, so that the workers fail a delivery to one at once instead of waiting for it as for an endpoint not restored yet';
+
+-- SECURITY DEFINER: a role that may delete endpoints needs no privilege on
+-- the table, which an update creates after such grants were made.
+CREATE FUNCTION webhooks._endpoints_deleted()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- a day on, a delivery still waiting for its endpoint fails anyway
+    DELETE FROM webhooks.deleted_endpoints
+     WHERE deleted_at < now() - interval '1 day';
+    INSERT INTO webhooks.deleted_endpoints (id)
+    SELECT g.id FROM gone g
+        ON CONFLICT (id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at;
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION webhooks._endpoints_deleted() IS
+'Statement trigger: keeps the ids of the deleted endpoints for a day in webhooks.deleted_endpoints';
+
+CREATE TRIGGER endpoints_deleted_ids
+    AFTER DELETE ON webhooks.endpoints
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks._endpoints_deleted();
+COMMENT ON TRIGGER endpoints_deleted_ids ON webhooks.endpoints IS
+'Keeps the ids of the deleted endpoints in webhooks.deleted_endpoints';
+
+---------------------------------------------------------------------------
 -- Privileges: PUBLIC gets nothing
 ---------------------------------------------------------------------------
 

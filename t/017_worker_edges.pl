@@ -37,12 +37,18 @@ sub requests_to
 ###
 ### An emit that read an endpoint as active commits after the endpoint was
 ### deactivated, or deleted, in another session: the delivery is failed
-### with the reason, never sent.
+### with the reason, never sent.  Deleted also when it was the last
+### endpoint, which leaves webhooks.endpoints as empty as a restore that
+### has not loaded it yet.
 ###
-for my $change ('deactivated', 'deleted')
+for my $case ('deactivated', 'deleted', 'deleted last')
 {
-	my $path = "/$change";
+	my ($change, $last) = split / /, $case;
+	my $path = "/$change" . ($last ? '_last' : '');
 	my $id = endpoint("race_$change", $path);
+	$node->safe_psql('postgres',
+		"DELETE FROM webhooks.endpoints WHERE id <> $id")
+	  if $last;
 	my $bg = $node->background_psql('postgres');
 	$bg->query_safe('BEGIN');
 	my $event = $bg->query_safe(
@@ -61,8 +67,8 @@ for my $change ('deactivated', 'deleted')
 			"SELECT last_error || '|' || attempts FROM webhooks.deliveries WHERE event_id = '$event'"
 		),
 		"endpoint $change|0",
-		"endpoint $change meanwhile: failed with the reason, no attempt");
-	is(requests_to($path), 0, "endpoint $change meanwhile: nothing sent");
+		"endpoint $case meanwhile: failed with the reason, no attempt");
+	is(requests_to($path), 0, "endpoint $case meanwhile: nothing sent");
 }
 
 ###

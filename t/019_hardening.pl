@@ -9,8 +9,8 @@
 #   a reason, and the others go out;
 # - a delivery whose event is missing is failed once old enough, and left
 #   pending while young (a restore in progress); so is one whose endpoint
-#   is missing while the endpoints are not loaded, though their id
-#   sequence is set (a parallel restore);
+#   is missing but was not deleted, though its id was issued (a restore
+#   that set the endpoints' id sequence before loading them);
 # - rows committed late with an early next_attempt_at do not wait behind a
 #   backlog to the same endpoint, nor, committed out of order, behind a
 #   request in flight to it;
@@ -74,11 +74,10 @@ is( $a->safe_psql('later',
 	'21 2',
 	'the one worker sent every delivery, of odd ids and of even');
 
-# a restore in progress, as pg_restore -j may make it: the endpoints' id
-# sequence is set and the events and deliveries are loaded before the
-# endpoints are.  The deliveries wait for their endpoint, and go out once
-# it is loaded: an id issued is not an endpoint deleted while the table is
-# still empty.
+# a restore in progress: the events and deliveries are loaded before the
+# endpoints are, and the endpoints' id sequence may be set before them too
+# (pg_restore -j).  The deliveries wait for their endpoint, and go out once
+# it is loaded: an id issued is not an endpoint deleted.
 $a->safe_psql('later',
 	'DROP EXTENSION konvox_webhooks; CREATE EXTENSION konvox_webhooks');
 my $restoring = $a->safe_psql(
@@ -93,7 +92,7 @@ my $waiting = $a->safe_psql('later',
 	"INSERT INTO webhooks.deliveries (event_id, endpoint_id) VALUES ('$restoring', 7) RETURNING id"
 );
 $a->wait_for_log(
-	qr/the deliveries to 1 missing endpoint wait for it, as in a restore not finished/,
+	qr/holds the deliveries to 1 missing endpoint until it appears, as in a restore not finished/,
 	$log_offset);
 is( $a->safe_psql('later',
 		"SELECT status || ' ' || attempts FROM webhooks.deliveries WHERE id = $waiting"
