@@ -415,13 +415,14 @@ COMMENT ON FUNCTION webhooks.metrics() IS
 -- deleted') when its endpoint's id is here; a delivery whose endpoint is
 -- missing otherwise waits for it, since a restore loads deliveries before
 -- endpoints, and fails once a day old ('endpoint missing').  The table is
--- not dumped: a restored database has deleted nothing yet.
+-- not dumped: a restored database has deleted nothing yet.  Retention
+-- (_purge_batch) removes the ids deleted over a day ago.
 CREATE TABLE webhooks.deleted_endpoints (
     id          bigint PRIMARY KEY,
     deleted_at  timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE webhooks.deleted_endpoints IS
-'Ids of the endpoints deleted in the last day or so, so that the workers fail a delivery to one at once instead of waiting for it as for an endpoint not restored yet';
+'Ids of the endpoints deleted (or truncated) in the last day or so, so that the workers fail a delivery committed to one after its deletion at once, instead of waiting for it as for an endpoint not restored yet';
 
 -- SECURITY DEFINER: a role that may delete endpoints needs no privilege on
 -- the table, which an update creates after such grants were made.
@@ -432,17 +433,20 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- a day on, a delivery still waiting for its endpoint fails anyway
-    DELETE FROM webhooks.deleted_endpoints
-     WHERE deleted_at < now() - interval '1 day';
-    INSERT INTO webhooks.deleted_endpoints (id)
-    SELECT g.id FROM gone g
-        ON CONFLICT (id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at;
+    IF TG_OP = 'TRUNCATE' THEN
+        INSERT INTO webhooks.deleted_endpoints (id)
+        SELECT e.id FROM webhooks.endpoints e
+            ON CONFLICT (id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at;
+    ELSE
+        INSERT INTO webhooks.deleted_endpoints (id)
+        SELECT g.id FROM gone g
+            ON CONFLICT (id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at;
+    END IF;
     RETURN NULL;
 END;
 $$;
 COMMENT ON FUNCTION webhooks._endpoints_deleted() IS
-'Statement trigger: keeps the ids of the deleted endpoints for a day in webhooks.deleted_endpoints';
+'Statement trigger: keeps the ids of the endpoints deleted, or about to be truncated, in webhooks.deleted_endpoints';
 
 CREATE TRIGGER endpoints_deleted_ids
     AFTER DELETE ON webhooks.endpoints
@@ -450,6 +454,66 @@ CREATE TRIGGER endpoints_deleted_ids
     FOR EACH STATEMENT EXECUTE FUNCTION webhooks._endpoints_deleted();
 COMMENT ON TRIGGER endpoints_deleted_ids ON webhooks.endpoints IS
 'Keeps the ids of the deleted endpoints in webhooks.deleted_endpoints';
+
+CREATE TRIGGER endpoints_truncated_ids
+    BEFORE TRUNCATE ON webhooks.endpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks._endpoints_deleted();
+COMMENT ON TRIGGER endpoints_truncated_ids ON webhooks.endpoints IS
+'Keeps the ids of the endpoints about to be truncated in webhooks.deleted_endpoints';
+
+-- Retention also removes the ids of endpoints deleted over a day ago: a
+-- delivery still waiting for its endpoint by then is failed anyway.
+CREATE OR REPLACE FUNCTION webhooks._purge_batch(cutoff timestamptz, batch integer,
+                                                 OUT deliveries bigint, OUT events bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bound       bigint;
+    event_bound uuid;
+BEGIN
+    -- Delivery ids grow with time: every id below that of the first
+    -- delivery created after the cutoff belongs to an older delivery.
+    SELECT d.id INTO bound FROM webhooks.deliveries d
+     WHERE d.created_at >= cutoff ORDER BY d.id LIMIT 1;
+    IF bound IS NULL THEN
+        SELECT coalesce(max(d.id), 0) + 1 INTO bound FROM webhooks.deliveries d;
+    END IF;
+
+    WITH doomed AS (
+        SELECT d.id FROM webhooks.deliveries d
+         WHERE d.id < bound AND d.status <> 'pending'
+         ORDER BY d.id LIMIT batch
+    ), gone_attempts AS (
+        DELETE FROM webhooks.delivery_attempts a
+         WHERE a.delivery_id IN (SELECT id FROM doomed)
+    )
+    DELETE FROM webhooks.deliveries d WHERE d.id IN (SELECT id FROM doomed);
+    GET DIAGNOSTICS deliveries = ROW_COUNT;
+
+    -- Event ids are time-ordered UUIDs whose first 48 bits are the unix
+    -- time in milliseconds: the same trick, on the primary key.
+    event_bound := (lpad(to_hex((extract(epoch FROM cutoff) * 1000)::bigint), 12, '0')
+                    || '70008000000000000000')::uuid;
+    -- an event that redeliver() holds is skipped, not waited for
+    DELETE FROM webhooks.events e
+     WHERE e.id IN (SELECT x.id FROM webhooks.events x
+                     WHERE x.id < event_bound AND x.created_at < cutoff
+                       AND NOT EXISTS (SELECT FROM webhooks.deliveries d
+                                        WHERE d.event_id = x.id)
+                     ORDER BY x.id LIMIT batch
+                       FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS events = ROW_COUNT;
+
+    DELETE FROM webhooks.deleted_endpoints x
+     WHERE x.id IN (SELECT y.id FROM webhooks.deleted_endpoints y
+                     WHERE y.deleted_at < now() - interval '1 day'
+                     LIMIT batch
+                       FOR UPDATE SKIP LOCKED);
+END;
+$$;
+COMMENT ON FUNCTION webhooks._purge_batch(timestamptz, integer) IS
+'Delete up to batch finished deliveries created before cutoff, with their attempts, up to batch events older than cutoff that no delivery refers to, and up to batch ids of endpoints deleted over a day ago';
 
 ---------------------------------------------------------------------------
 -- Privileges: PUBLIC gets nothing

@@ -109,7 +109,6 @@ SELECT event, company_id, url, attempt, status_code, error, status
   FROM webhooks.delivery_history WHERE delivery_id = :d4;
 
 -- deleting an endpoint takes its history with it
-SELECT id AS acme_ep FROM webhooks.endpoints WHERE description = 'acme' \gset
 INSERT INTO webhooks.deleted_endpoints (id, deleted_at)
 VALUES (1000001, now() - interval '25 hours'),
        (1000002, now() - interval '23 hours');
@@ -117,9 +116,16 @@ DELETE FROM webhooks.endpoints WHERE description = 'acme';
 SELECT company_id, count(*) AS attempts
   FROM webhooks.delivery_history GROUP BY 1 ORDER BY 1;
 SELECT count(*) AS attempts FROM webhooks.delivery_attempts;
--- and leaves its id for a day, for the workers to tell it from an
--- endpoint not restored yet; older ids go
-SELECT id = :acme_ep AS deleted_now, id, deleted_at > now() - interval '1 minute' AS just_now
+-- and leaves its id, for the workers to tell it from an endpoint not
+-- restored yet
+SELECT id = :acme_ep AS deleted_now, deleted_at > now() - interval '1 minute' AS just_now
   FROM webhooks.deleted_endpoints ORDER BY id;
+-- for a day: retention removes the older ids, and no history of a century
+SELECT * FROM webhooks._purge_batch(now() - interval '100 years', 1000);
+SELECT id = :acme_ep AS deleted_now, id FROM webhooks.deleted_endpoints ORDER BY id;
+-- TRUNCATE leaves the ids too
+TRUNCATE webhooks.endpoints;
+SELECT count(*) AS deleted_ids, bool_or(id = :globex_ep) AS globex_kept
+  FROM webhooks.deleted_endpoints;
 
 DROP EXTENSION konvox_webhooks CASCADE;

@@ -443,6 +443,16 @@ for my $f (
 }
 unlike($functions, qr/^webhooks\.create_endpoint\(text,text,text\[\],text\) /m,
 	'and not the create_endpoint() that 1.2 replaced');
+like(sql("SELECT string_agg(x, E'\\n') FROM ($catalog{relations}) s(x)"),
+	qr/^deleted_endpoints r p /m, 'and the table of deleted endpoints');
+like(sql("SELECT string_agg(x, E'\\n') FROM ($catalog{triggers}) s(x)"),
+	qr/CREATE TRIGGER endpoints_truncated_ids BEFORE TRUNCATE ON webhooks\.endpoints /,
+	'and its triggers');
+
+# on the updated database, a deleted endpoint leaves its id
+sql("DELETE FROM webhooks.endpoints WHERE id = $ep{inv}");
+is(sql('SELECT id FROM webhooks.deleted_endpoints'),
+	$ep{inv}, '1.2: a deleted endpoint leaves its id');
 
 $node->stop;
 done_testing();
