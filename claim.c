@@ -652,8 +652,9 @@ kw_verdicts_add(KwVerdicts *v, int64 id, int32 attempt, int64 endpoint_id,
 }
 
 /*
- * Which of the endpoints that the claim's snapshot misses are deleted:
- * deleted[i] for ids[i], and appeared[i] for one that exists by now.
+ * Of the endpoints (ids, eps) that the claim's snapshot misses, which are
+ * deleted (deleted[i]) and which exist by now (appeared[i]); both stay
+ * false for the others.
  *
  * Deleted means listed in webhooks.deleted_endpoints, which the deletion
  * writes in its own transaction and which is not dumped, so a restore in
@@ -664,16 +665,26 @@ kw_verdicts_add(KwVerdicts *v, int64 id, int32 attempt, int64 endpoint_id,
  * deleted.
  */
 static void
-kw_missing_endpoints(int64 *ids, int n, bool *deleted, bool *appeared)
+kw_missing_endpoints(int64 *ids, KwEndpointInfo **eps, int n, bool *deleted,
+					 bool *appeared)
 {
 	MemoryContext old = CurrentMemoryContext;
 	Datum	   *missing = palloc(sizeof(Datum) * Max(1, n));
+	int			nmissing = 0;
 	Oid			types[1] = {INT8ARRAYOID};
 	Datum		args[1];
 	bool		tombstones;
 	int			nfound[2];
 	Datum	   *found[2];
 	char	   *sql;
+
+	for (int i = 0; i < n; i++)
+	{
+		if (!eps[i]->exists)
+			missing[nmissing++] = Int64GetDatum(ids[i]);
+	}
+	if (nmissing == 0)
+		return;
 
 	tombstones = OidIsValid(get_relname_relid("deleted_endpoints",
 											  get_rel_namespace(kw_endpoints_relid)));
@@ -684,9 +695,7 @@ kw_missing_endpoints(int64 *ids, int n, bool *deleted, bool *appeared)
 				   tombstones ?
 				   "ARRAY(SELECT t.id FROM webhooks.deleted_endpoints t"
 				   "       WHERE t.id = ANY ($1))" : "'{}'::bigint[]");
-	for (int i = 0; i < n; i++)
-		missing[i] = Int64GetDatum(ids[i]);
-	args[0] = kw_array(missing, NULL, n, INT8OID);
+	args[0] = kw_array(missing, NULL, nmissing, INT8OID);
 
 	/* not read-only: a snapshot of its own */
 	if (SPI_execute_with_args(sql, 1, types, args, NULL, false, 1) !=
@@ -706,8 +715,6 @@ kw_missing_endpoints(int64 *ids, int n, bool *deleted, bool *appeared)
 	}
 	for (int i = 0; i < n; i++)
 	{
-		appeared[i] = false;
-		deleted[i] = false;
 		for (int j = 0; j < nfound[0]; j++)
 			appeared[i] |= DatumGetInt64(found[0][j]) == ids[i];
 		for (int j = 0; j < nfound[1] && !appeared[i]; j++)
@@ -733,41 +740,23 @@ kw_fail_lost_endpoints(int64 *endpoint_ids, KwEndpointInfo **eps, int n,
 	Datum	   *ids = palloc(sizeof(Datum) * Max(1, n));
 	Datum	   *reasons = palloc(sizeof(Datum) * Max(1, n));
 	Datum	   *before = palloc(sizeof(Datum) * Max(1, n));
-	int64	   *missing = palloc(sizeof(int64) * Max(1, n));
-	bool	   *deleted = palloc(sizeof(bool) * Max(1, n));
-	bool	   *missing_appeared = palloc(sizeof(bool) * Max(1, n));
-	int			nmissing = 0;
+	bool	   *deleted = palloc0(sizeof(bool) * Max(1, n));
 	int			nfail = 0;
 	int			nwaiting = 0;
 	TimestampTz grace = GetCurrentTimestamp() -
 		(TimestampTz) KW_ORPHAN_GRACE_MS * 1000;
 
+	memset(appeared, 0, sizeof(bool) * n);
+	kw_missing_endpoints(endpoint_ids, eps, n, deleted, appeared);
+
 	for (int i = 0; i < n; i++)
 	{
 		held[i] = !(eps[i]->exists && eps[i]->active);
-		appeared[i] = false;
-		if (!eps[i]->exists)
-			missing[nmissing++] = endpoint_ids[i];
-	}
-	if (nmissing > 0)
-		kw_missing_endpoints(missing, nmissing, deleted, missing_appeared);
-
-	for (int i = 0, m = 0; i < n; i++)
-	{
-		bool		is_deleted = false;
-
-		if (!held[i])
+		if (!held[i] || appeared[i])
 			continue;
-		if (!eps[i]->exists)
-		{
-			appeared[i] = missing_appeared[m];
-			is_deleted = deleted[m++];
-			if (appeared[i])
-				continue;
-		}
 
 		/* a missing endpoint's old deliveries, now and then */
-		if (!eps[i]->exists && !is_deleted)
+		if (!eps[i]->exists && !deleted[i])
 		{
 			if (GetCurrentTimestamp() - eps[i]->orphans_checked_at <
 				(TimestampTz) KW_ORPHAN_CHECK_MS * 1000)
@@ -778,9 +767,9 @@ kw_fail_lost_endpoints(int64 *endpoint_ids, KwEndpointInfo **eps, int n,
 		ids[nfail] = Int64GetDatum(endpoint_ids[i]);
 		reasons[nfail] = CStringGetTextDatum(eps[i]->exists ?
 											 "endpoint deactivated" :
-											 is_deleted ? "endpoint deleted" :
+											 deleted[i] ? "endpoint deleted" :
 											 "endpoint missing");
-		before[nfail++] = TimestampTzGetDatum(eps[i]->exists || is_deleted ?
+		before[nfail++] = TimestampTzGetDatum(eps[i]->exists || deleted[i] ?
 											  DT_NOEND : grace);
 	}
 	if (nwaiting > 0)
