@@ -58,7 +58,11 @@
 #include "konvox_webhooks.h"
 #include "worker.h"
 
-/* Look again this soon at an endpoint whose cap other workers hold. */
+/*
+ * Look again this soon at an endpoint whose cap other workers hold, or that
+ * another worker claims from (if the wake-up at the end of that claim, see
+ * kw_claim_ended, were missed).
+ */
 #define KW_BUSY_RECHECK_MS	10
 
 /* Fail the old deliveries of a missing endpoint at most this often. */
@@ -73,6 +77,7 @@ typedef struct KwDue
 	TimestampTz served_at;		/* last claimed from */
 	int			mine;			/* this worker's requests to it in flight */
 	bool		listed;			/* by the last look at the whole queue */
+	bool		waiting;		/* for another worker's claim from it to end */
 } KwDue;
 
 /* An endpoint as the requests to it need it. */
@@ -249,6 +254,28 @@ kw_claim_next_time(void)
 	return Max(next, kw_room_recheck_at);
 }
 
+/*
+ * Another worker's claim from an endpoint that this one found it claiming
+ * is over: such endpoints are due again at once.
+ */
+void
+kw_claim_ended(void)
+{
+	HASH_SEQ_STATUS status;
+	KwDue	   *due;
+
+	hash_seq_init(&status, kw_due);
+	while ((due = hash_seq_search(&status)) != NULL)
+	{
+		if (due->waiting)
+		{
+			due->waiting = false;
+			due->due_at = 0;
+		}
+	}
+	kw_update_next_claim();
+}
+
 /* Is a claim wanted now? */
 bool
 kw_claim_wanted(void)
@@ -271,6 +298,7 @@ kw_claim_retry_at(int64 endpoint_id, TimestampTz at)
 		due->served_at = 0;
 		due->mine = 0;
 		due->listed = false;
+		due->waiting = false;
 	}
 	else if (at < due->due_at)
 		due->due_at = at;
@@ -559,6 +587,7 @@ kw_enumerate(TimestampTz now)
 		{
 			due->served_at = 0;
 			due->mine = 0;
+			due->waiting = false;
 		}
 		due->listed = true;
 		due->next_at = isnull ? DT_NOEND : DatumGetTimestampTz(next);
@@ -1090,11 +1119,18 @@ kw_schedule_candidates(KwClaimPass *p)
 		KwCandidate *c = &p->cands[i];
 		KwDue	   *d = p->due[i];
 
+		d->waiting = false;
 		if (c->limit == 0)
 		{
 			/* held; claimed or capped by other workers; or no room left */
 			if (c->hold_until > now)
 				d->due_at = c->hold_until;
+			else if (c->waits)
+			{
+				/* woken when that claim ends (kw_claim_ended) */
+				d->waiting = true;
+				d->due_at = now + (TimestampTz) KW_BUSY_RECHECK_MS * 1000;
+			}
 			else if (c->busy && d->mine == 0)
 				d->due_at = now + (TimestampTz) KW_BUSY_RECHECK_MS * 1000;
 			else

@@ -9,7 +9,8 @@
  *
  * - One worker at a time claims from an endpoint (its claiming mark), and
  *   reads its queue after the last delivery claimed from it, so that no
- *   two claims read the same rows.
+ *   two claims read the same rows.  A worker that finds the mark there is
+ *   woken when it ends, so that it claims then rather than on a timer.
  * - A delivery claimed and not yet recorded is a KwFlight, listed under its
  *   endpoint.  When a claim reads an endpoint's queue from its start (to
  *   pick up rows committed late, see KW_RESCAN_MS), it copies that list
@@ -40,7 +41,9 @@
 #include "commands/extension.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -69,6 +72,7 @@ typedef struct KwEndpointState
 	Oid			extension_oid;	/* of the extension whose endpoint it is */
 	int			requests;		/* requests in flight, all workers */
 	int			claiming;		/* index + 1 of the worker claiming, or 0 */
+	uint32		waiting;		/* workers waiting for that claim to end */
 	int			reserved;		/* of requests, held for that claim */
 	dlist_head	flights;		/* its KwFlights */
 	TimestampTz after_at;		/* the last delivery claimed from it */
@@ -147,6 +151,7 @@ kw_state(int64 endpoint_id, bool create)
 	{
 		st->requests = 0;
 		st->claiming = 0;
+		st->waiting = 0;
 		st->reserved = 0;
 		dlist_init(&st->flights);
 		kw_state_forget(st);
@@ -189,6 +194,36 @@ kw_state_drop_if_idle(KwEndpointState *st, TimestampTz now)
 		hash_search(kw_states, &st->endpoint_id, HASH_REMOVE, NULL);
 		kw_shared->nendpoints--;
 		kw_shared->endpoints_full = false;
+	}
+}
+
+/*
+ * End an endpoint's claiming mark.  The workers that found it there are
+ * added to *wake, to be woken (kw_wake_waiting) once the lock is released.
+ */
+static void
+kw_end_claiming(KwEndpointState *st, uint32 *wake)
+{
+	st->claiming = 0;
+	*wake |= st->waiting;
+	st->waiting = 0;
+}
+
+/* Wake the workers that waited for claiming marks to end: they may claim. */
+static void
+kw_wake_waiting(uint32 wake)
+{
+	for (int i = 0; i < kw_workers && wake != 0; i++)
+	{
+		ProcNumber	procno;
+
+		if ((wake & ((uint32) 1 << i)) == 0)
+			continue;
+		procno = (ProcNumber) pg_atomic_read_u32(&kw_shared->workers[i].procno);
+		if (procno == INVALID_PROC_NUMBER)
+			continue;
+		pg_atomic_write_u32(&kw_shared->workers[i].claim_ended, 1);
+		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
 	}
 }
 
@@ -267,15 +302,23 @@ kw_endpoints_plan(KwCandidate *cands, int ncands, int room, int nworkers,
 		c->hold_until = 0;
 		c->note[0] = '\0';
 		c->busy = false;
+		c->waits = false;
 		c->taken = 0;
 		c->read = 0;
 		c->advance = false;
 
 		st = kw_state(c->endpoint_id, true);
-		if (st == NULL || st->claiming != 0)
+		if (st == NULL)
 		{
-			/* full, or another worker claims from it right now */
+			c->busy = true;		/* the table is full */
+			continue;
+		}
+		if (st->claiming != 0)
+		{
+			/* another worker claims from it: woken when that ends */
+			st->waiting |= (uint32) 1 << kw_worker_index;
 			c->busy = true;
+			c->waits = true;
 			continue;
 		}
 		if (st->extension_oid != kw_extension_oid)
@@ -403,6 +446,7 @@ kw_endpoints_claimed(KwCandidate *cands, int ncands, KwRequest **reqs,
 					 int nreqs)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	uint32		wake = 0;
 
 	LWLockAcquire(kw_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < nreqs; i++)
@@ -452,10 +496,11 @@ kw_endpoints_claimed(KwCandidate *cands, int ncands, KwRequest **reqs,
 		}
 		if (c->from_start)
 			st->rescanned_at = c->planned_at;
-		st->claiming = 0;
+		kw_end_claiming(st, &wake);
 		kw_state_drop_if_idle(st, now);
 	}
 	LWLockRelease(kw_shared->lock);
+	kw_wake_waiting(wake);
 }
 
 /* The claim failed: end its claiming marks, taking nothing. */
@@ -463,6 +508,7 @@ void
 kw_endpoints_unclaim(KwCandidate *cands, int ncands)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	uint32		wake = 0;
 
 	LWLockAcquire(kw_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ncands; i++)
@@ -473,11 +519,12 @@ kw_endpoints_unclaim(KwCandidate *cands, int ncands)
 		{
 			kw_count_requests(st, kw_me, -st->reserved);
 			st->reserved = 0;
-			st->claiming = 0;
+			kw_end_claiming(st, &wake);
 			kw_state_drop_if_idle(st, now);
 		}
 	}
 	LWLockRelease(kw_shared->lock);
+	kw_wake_waiting(wake);
 }
 
 /* Give a flight back; the caller holds the lock. */
@@ -641,6 +688,7 @@ void
 kw_endpoints_worker_exit(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	uint32		wake = 0;
 	dlist_mutable_iter iter;
 	HASH_SEQ_STATUS status;
 	KwEndpointState *st;
@@ -662,14 +710,16 @@ kw_endpoints_worker_exit(void)
 	hash_seq_init(&status, kw_states);
 	while ((st = hash_seq_search(&status)) != NULL)
 	{
+		st->waiting &= ~((uint32) 1 << kw_worker_index);
 		if (st->claiming == kw_worker_index + 1)
 		{
 			kw_count_requests(st, kw_me, -st->reserved);
 			st->reserved = 0;
-			st->claiming = 0;
+			kw_end_claiming(st, &wake);
 		}
 	}
 	LWLockRelease(kw_shared->lock);
+	kw_wake_waiting(wake);
 }
 
 /*

@@ -144,6 +144,8 @@ kw_shmem_startup(void)
 							   INVALID_PROC_NUMBER);
 			pg_atomic_init_u32(&kw_shared->workers[i].pid, 0);
 			pg_atomic_init_u32(&kw_shared->workers[i].in_flight, 0);
+			pg_atomic_init_u32(&kw_shared->workers[i].woken_by_commit, 0);
+			pg_atomic_init_u32(&kw_shared->workers[i].claim_ended, 0);
 			kw_shared->workers[i].requests = 0;
 			dlist_init(&kw_shared->workers[i].flights);
 		}
@@ -192,6 +194,8 @@ kw_xact_callback(XactEvent event, void *arg)
 						pg_atomic_read_u32(&kw_shared->workers[i].procno);
 					if (procno != INVALID_PROC_NUMBER)
 					{
+						pg_atomic_write_u32(&kw_shared->workers[i].woken_by_commit,
+											1);
 						SetLatch(&ProcGlobal->allProcs[procno].procLatch);
 						woken = true;
 					}

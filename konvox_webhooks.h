@@ -102,6 +102,8 @@ typedef struct KwWorkerSlot
 	pg_atomic_uint32 procno;	/* INVALID_PROC_NUMBER when not running */
 	pg_atomic_uint32 pid;
 	pg_atomic_uint32 in_flight; /* requests handed to libcurl */
+	pg_atomic_uint32 woken_by_commit;	/* set with its latch by a commit */
+	pg_atomic_uint32 claim_ended;	/* ... when a claim it waited for ended */
 	int			requests;		/* its part of requests, under the lock */
 	dlist_head	flights;		/* its KwFlights, under the lock */
 } KwWorkerSlot;

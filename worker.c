@@ -274,9 +274,13 @@ kw_worker_main(Datum main_arg)
 							 PG_WAIT_EXTENSION) > 0 &&
 			(event.events & WL_LATCH_SET))
 		{
-			/* a commit: look at the queue again */
 			ResetLatch(MyLatch);
-			kw_claim_reset();
+			/* a commit: look at the queue again */
+			if (pg_atomic_exchange_u32(&kw_me->woken_by_commit, 0) != 0)
+				kw_claim_reset();
+			/* another worker's claim that this one waited for is over */
+			if (pg_atomic_exchange_u32(&kw_me->claim_ended, 0) != 0)
+				kw_claim_ended();
 		}
 	}
 }

@@ -88,6 +88,7 @@ typedef struct KwCandidate
 	char		note[KW_ERROR_LEN]; /* why deliveries are not sent */
 
 	bool		busy;			/* another worker claims from it, or holds its cap */
+	bool		waits;			/* woken when another worker's claim ends */
 
 	/* set by the claim */
 	int			limit;			/* deliveries asked for */
@@ -122,6 +123,7 @@ extern void kw_claim_init(void);
 extern void kw_claim_reset(void);
 extern void kw_claim(void);
 extern bool kw_claim_wanted(void);
+extern void kw_claim_ended(void);
 extern TimestampTz kw_claim_next_time(void);
 extern void kw_claim_retry_at(int64 endpoint_id, TimestampTz at);
 extern void kw_claim_finished(KwRequest *req);
