@@ -32,7 +32,9 @@
  * endpoint until then.
  *
  * The table holds endpoints with something claimed, failures counted or a
- * hold; the others are dropped.  Everything here is under kw_shared->lock.
+ * hold; the others are dropped.  Everything here is under kw_shared->lock,
+ * but for the wake-ups, which set a worker's flag and latch once it is
+ * released.
  *
  *-------------------------------------------------------------------------
  */
@@ -52,6 +54,9 @@
 
 #include "konvox_webhooks.h"
 #include "worker.h"
+
+/* A bit per worker in KwEndpointState.waiting */
+StaticAssertDecl(KW_MAX_WORKERS <= 32, "too many workers for a uint32 mask");
 
 /* Endpoints that the table can hold at once. */
 #define KW_MAX_ENDPOINT_STATES	16384
@@ -271,7 +276,8 @@ kw_room(int nworkers)
  * Decide, for each candidate endpoint, what the claim may take from it:
  * requests to send (room in all, shared among the candidates), a probe, or
  * deliveries to record as not sent; and where to read its queue.  Marks the
- * endpoints given anything as claimed by this worker.  Called in the claim
+ * endpoints given anything as claimed by this worker, and this worker as
+ * waiting on those that another is claiming from.  Called in the claim
  * transaction before its first snapshot; see the file's comment.  woken_at
  * is when a commit last woke the worker (KW_RESCAN_SKIP).
  */

@@ -14,7 +14,8 @@
  *		the requests handed to libcurl, with no transaction open;
  *	 3. now and then, delete history past the retention (retention.c);
  *	 4. sleep on the latch, the sockets and libcurl's timer, until a commit
- *		wakes the worker, a response arrives or something falls due.
+ *		wakes the worker, another worker ends a claim that this one waited
+ *		for, a response arrives or something falls due.
  *
  * A delivery stays 'pending' while its request is in flight; what the
  * workers have claimed is listed in shared memory (endpoint.c), so that no
@@ -273,15 +274,16 @@ kw_worker_main(Datum main_arg)
 		if (WaitEventSetWait(wait_set, timeout, &event, 1,
 							 PG_WAIT_EXTENSION) > 0 &&
 			(event.events & WL_LATCH_SET))
-		{
 			ResetLatch(MyLatch);
-			/* a commit: look at the queue again */
-			if (pg_atomic_exchange_u32(&kw_me->woken_by_commit, 0) != 0)
-				kw_claim_reset();
-			/* another worker's claim that this one waited for is over */
-			if (pg_atomic_exchange_u32(&kw_me->claim_ended, 0) != 0)
-				kw_claim_ended();
-		}
+
+		/*
+		 * Why the latch was set, read whatever ended the wait: a lock wait
+		 * in one of our own transactions may have reset it.
+		 */
+		if (pg_atomic_exchange_u32(&kw_me->woken_by_commit, 0) != 0)
+			kw_claim_reset();	/* a commit: look at the queue again */
+		if (pg_atomic_exchange_u32(&kw_me->claim_ended, 0) != 0)
+			kw_claim_ended();	/* a claim this worker waited for is over */
 	}
 }
 
