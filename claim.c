@@ -78,6 +78,7 @@ typedef struct KwDue
 	int			mine;			/* this worker's requests to it in flight */
 	bool		listed;			/* by the last look at the whole queue */
 	bool		waiting;		/* for another worker's claim from it to end */
+	bool		capped;			/* its cap full, with requests of ours in it */
 } KwDue;
 
 /* An endpoint as the requests to it need it. */
@@ -299,6 +300,7 @@ kw_claim_retry_at(int64 endpoint_id, TimestampTz at)
 		due->mine = 0;
 		due->listed = false;
 		due->waiting = false;
+		due->capped = false;
 	}
 	else if (at < due->due_at)
 		due->due_at = at;
@@ -316,6 +318,12 @@ kw_claim_finished(KwRequest *req)
 		return;
 	if (due->mine > 0)
 		due->mine--;
+	if (due->capped)
+	{
+		/* it made room under the cap */
+		due->capped = false;
+		due->due_at = 0;
+	}
 	if (due->due_at < kw_next_claim_at && kw_worth_claiming(due))
 		kw_next_claim_at = due->due_at;
 }
@@ -588,6 +596,7 @@ kw_enumerate(TimestampTz now)
 			due->served_at = 0;
 			due->mine = 0;
 			due->waiting = false;
+			due->capped = false;
 		}
 		due->listed = true;
 		due->next_at = isnull ? DT_NOEND : DatumGetTimestampTz(next);
@@ -1120,6 +1129,7 @@ kw_schedule_candidates(KwClaimPass *p)
 		KwDue	   *d = p->due[i];
 
 		d->waiting = false;
+		d->capped = false;
 		if (c->limit == 0)
 		{
 			/* held; claimed or capped by other workers; or no room left */
@@ -1131,8 +1141,12 @@ kw_schedule_candidates(KwClaimPass *p)
 				d->waiting = true;
 				d->due_at = now + (TimestampTz) KW_BUSY_RECHECK_MS * 1000;
 			}
-			else if (c->busy && d->mine == 0)
+			else if (c->busy)
+			{
+				/* due again at an answer of ours (kw_claim_finished) */
+				d->capped = (d->mine > 0);
 				d->due_at = now + (TimestampTz) KW_BUSY_RECHECK_MS * 1000;
+			}
 			else
 				d->due_at = 0;
 			continue;

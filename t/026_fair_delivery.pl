@@ -5,6 +5,8 @@
 #   even timed out, and the hanging one never holds more than its cap.
 # - The per-endpoint cap, from the endpoint's own max_concurrency and from
 #   the setting, over both workers together, changed by a reload.
+# - A worker whose requests fill an endpoint's cap with another's waits
+#   for its answers instead of claiming over and over.
 # - max_concurrency over both workers: each worker takes its share.
 # - A read of an endpoint's queue from its start never leaves a request in
 #   flight after the cursor, to be claimed again.
@@ -132,6 +134,39 @@ kw_emit_many($node, 'postgres', 'reloadco', 40);
 kw_wait_drained($node, 'postgres', 'reloadco');
 is(receiver_path_stats($r, '/reloaded')->{max_in_flight},
 	4, 'after a reload, the new max_concurrency_per_endpoint of 4 holds');
+
+###
+### A full cap with requests of this worker's own in it: the worker waits
+### for them (or looks again in a while) instead of claiming over and over
+###
+# A cap of 3 over two workers: one takes its share of 2, the other 1, and
+# has room under its share but none under the cap until a request ends.
+my $full = endpoint('fullco', '/full?delay_ms=60000');
+sql("UPDATE webhooks.endpoints SET max_concurrency = 3 WHERE id = $full");
+kw_emit_many($node, 'postgres', 'fullco', 20);
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT in_flight = 3 FROM webhooks.endpoint_health WHERE endpoint_id = $full"
+	),
+	'an endpoint with a cap of 3 that never answers holds 3 requests');
+my $commits =
+  "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()";
+my $before = sql($commits);
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT count(*) >= 3 FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = $full"
+	),
+	'... until they time out');
+my $during = sql($commits) - $before;
+cmp_ok($during, '<', 1500,
+	"meanwhile (5 s) the database committed $during transactions: no worker claimed over and over"
+);
+sql("DELETE FROM webhooks.endpoints WHERE id = $full");
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT count(*) = 0 FROM webhooks.endpoint_health WHERE endpoint_id = $full AND in_flight > 0"
+	),
+	'its requests are over once it is deleted');
 
 ###
 ### max_concurrency over both workers: each takes its share, so that the
