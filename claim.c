@@ -277,6 +277,16 @@ kw_claim_ended(void)
 	kw_update_next_claim();
 }
 
+/*
+ * A reload: the endpoints' caps (max_concurrency_per_endpoint for those
+ * without their own) are read again at the next claim.
+ */
+void
+kw_claim_settings_changed(void)
+{
+	kw_endpoints_stale = true;
+}
+
 /* Is a claim wanted now? */
 bool
 kw_claim_wanted(void)
@@ -1141,12 +1151,17 @@ kw_schedule_candidates(KwClaimPass *p)
 				d->waiting = true;
 				d->due_at = now + (TimestampTz) KW_BUSY_RECHECK_MS * 1000;
 			}
-			else if (c->busy)
+			else if (c->busy && d->mine > 0)
 			{
-				/* due again at an answer of ours (kw_claim_finished) */
-				d->capped = (d->mine > 0);
-				d->due_at = now + (TimestampTz) KW_BUSY_RECHECK_MS * 1000;
+				/*
+				 * Due again at an answer of ours (kw_claim_finished); the
+				 * others refill what theirs free.
+				 */
+				d->capped = true;
+				d->due_at = DT_NOEND;
 			}
+			else if (c->busy)
+				d->due_at = now + (TimestampTz) KW_BUSY_RECHECK_MS * 1000;
 			else
 				d->due_at = 0;
 			continue;

@@ -346,6 +346,8 @@ kw_endpoints_plan(KwCandidate *cands, int ncands, int room, int nworkers,
 				c->probe = true;
 				room--;
 			}
+			else if (st->health == KW_PROBING)
+				c->hold_until = DT_NOEND;	/* until the probe's answer */
 			else
 				c->hold_until = st->next_probe_at;
 

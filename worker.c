@@ -79,6 +79,7 @@ static KwRequest **kw_free = NULL;
 static int	kw_nfree = 0;
 
 static void kw_ensure_slots(int n);
+static void kw_read_wakeups(void);
 
 /* Milliseconds from now until t, rounded up; 0 if t has passed. */
 long
@@ -154,6 +155,22 @@ kw_session_settings(void)
 	for (int i = 0; i < (int) lengthof(settings); i++)
 		SetConfigOption(settings[i][0], settings[i][1], PGC_SUSET,
 						PGC_S_OVERRIDE);
+}
+
+/*
+ * Act on what set the latch: a commit (look at the whole queue again), or
+ * the end of another worker's claim that this one waited for.  Read after
+ * every wait, and again before computing the next one: a lock wait in one
+ * of the worker's own transactions resets the latch, and the flag is then
+ * all that is left of the wake-up.
+ */
+static void
+kw_read_wakeups(void)
+{
+	if (pg_atomic_exchange_u32(&kw_me->woken_by_commit, 0) != 0)
+		kw_claim_reset();
+	if (pg_atomic_exchange_u32(&kw_me->claim_ended, 0) != 0)
+		kw_claim_ended();
 }
 
 /*
@@ -240,6 +257,7 @@ kw_worker_main(Datum main_arg)
 			kw_http_configure(kw_max_concurrency);
 			kw_ensure_slots(2 * kw_max_concurrency);
 			kw_claim_reset();
+			kw_claim_settings_changed();
 			kw_retention_reset();
 		}
 
@@ -256,6 +274,7 @@ kw_worker_main(Datum main_arg)
 			kw_claim();
 
 		kw_apply_retention();
+		kw_read_wakeups();
 
 		/* sleep until a wake-up, a socket, libcurl's timer or a due step */
 		next = Min(kw_claim_next_time(), kw_record_next_time());
@@ -276,14 +295,7 @@ kw_worker_main(Datum main_arg)
 			(event.events & WL_LATCH_SET))
 			ResetLatch(MyLatch);
 
-		/*
-		 * Why the latch was set, read whatever ended the wait: a lock wait
-		 * in one of our own transactions may have reset it.
-		 */
-		if (pg_atomic_exchange_u32(&kw_me->woken_by_commit, 0) != 0)
-			kw_claim_reset();	/* a commit: look at the queue again */
-		if (pg_atomic_exchange_u32(&kw_me->claim_ended, 0) != 0)
-			kw_claim_ended();	/* a claim this worker waited for is over */
+		kw_read_wakeups();
 	}
 }
 

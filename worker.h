@@ -124,6 +124,7 @@ extern void kw_claim_reset(void);
 extern void kw_claim(void);
 extern bool kw_claim_wanted(void);
 extern void kw_claim_ended(void);
+extern void kw_claim_settings_changed(void);
 extern TimestampTz kw_claim_next_time(void);
 extern void kw_claim_retry_at(int64 endpoint_id, TimestampTz at);
 extern void kw_claim_finished(KwRequest *req);

@@ -226,11 +226,12 @@ sub receiver_stats
 }
 
 # The counters of one path of the receiver: requests, in_flight and
-# max_in_flight.
+# max_in_flight.  With $reset true its maximum starts again after this call.
 sub receiver_path_stats
 {
-	my ($r, $path) = @_;
-	my $res = receiver_client()->get(receiver_url($r, "/_stats?path=$path"));
+	my ($r, $path, $reset) = @_;
+	my $res = receiver_client()
+	  ->get(receiver_url($r, "/_stats?path=$path" . ($reset ? '&reset=1' : '')));
 	die "receiver stats failed: $res->{status} $res->{reason}"
 	  unless $res->{success};
 	return decode_json($res->{content});

@@ -37,7 +37,7 @@ GET /_stats answers a JSON object about the requests so far (not counting
 
 GET /_stats?reset=1 answers the same and then starts the maxima again from
 the current values.  GET /_stats?path=/p answers the requests, in_flight and
-max_in_flight of path /p alone.
+max_in_flight of path /p alone (with reset=1, then starts its maximum again).
 
 --port N binds that port instead of an ephemeral one, so that a test can
 start a receiver where one was down.
@@ -129,12 +129,15 @@ class Handler(BaseHTTPRequestHandler):
             query = parse_qs(url.query)
             with lock:
                 if "path" in query:
-                    body = json.dumps(path_stats(query["path"][0])).encode()
+                    one = path_stats(query["path"][0])
+                    body = json.dumps(one).encode()
+                    if query.get("reset"):
+                        one["max_in_flight"] = one["in_flight"]
                 else:
                     body = json.dumps(stats).encode()
-                if query.get("reset"):
-                    stats["max_in_flight"] = stats["in_flight"]
-                    stats["max_connections"] = stats["connections"]
+                    if query.get("reset"):
+                        stats["max_in_flight"] = stats["in_flight"]
+                        stats["max_connections"] = stats["connections"]
             self.answer(200, body)
             return
         self.answer(200, b"ok")
