@@ -43,9 +43,7 @@
 #include "commands/extension.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "storage/latch.h"
 #include "storage/lwlock.h"
-#include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -218,17 +216,10 @@ kw_end_claiming(KwEndpointState *st, uint32 *wake)
 static void
 kw_wake_waiting(uint32 wake)
 {
-	for (int i = 0; i < kw_workers && wake != 0; i++)
+	for (int i = 0; i < kw_workers; i++)
 	{
-		ProcNumber	procno;
-
-		if ((wake & ((uint32) 1 << i)) == 0)
-			continue;
-		procno = (ProcNumber) pg_atomic_read_u32(&kw_shared->workers[i].procno);
-		if (procno == INVALID_PROC_NUMBER)
-			continue;
-		pg_atomic_write_u32(&kw_shared->workers[i].claim_ended, 1);
-		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+		if (wake & ((uint32) 1 << i))
+			(void) kw_wake_slot(i, false);
 	}
 }
 

@@ -171,6 +171,25 @@ kw_shmem_startup(void)
 }
 
 /*
+ * Set the latch of worker i, if it runs, with the flag that tells it why:
+ * a commit (by_commit), or the end of a claim that it waited for.  Returns
+ * whether it runs.
+ */
+bool
+kw_wake_slot(int i, bool by_commit)
+{
+	KwWorkerSlot *slot = &kw_shared->workers[i];
+	ProcNumber	procno = (ProcNumber) pg_atomic_read_u32(&slot->procno);
+
+	if (procno == INVALID_PROC_NUMBER)
+		return false;
+	pg_atomic_write_u32(by_commit ? &slot->woken_by_commit : &slot->claim_ended,
+						1);
+	SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+	return true;
+}
+
+/*
  * At commit, wake the workers if this transaction wrote deliveries; on
  * abort, forget that it did.  With no worker running yet (the database or
  * the extension was just created), wake the launcher, which starts them.
@@ -189,17 +208,7 @@ kw_xact_callback(XactEvent event, void *arg)
 
 				kw_wake_at_commit = false;
 				for (int i = 0; i < kw_workers; i++)
-				{
-					procno = (ProcNumber)
-						pg_atomic_read_u32(&kw_shared->workers[i].procno);
-					if (procno != INVALID_PROC_NUMBER)
-					{
-						pg_atomic_write_u32(&kw_shared->workers[i].woken_by_commit,
-											1);
-						SetLatch(&ProcGlobal->allProcs[procno].procLatch);
-						woken = true;
-					}
-				}
+					woken |= kw_wake_slot(i, true);
 				procno = (ProcNumber)
 					pg_atomic_read_u32(&kw_shared->launcher_procno);
 				if (!woken && procno != INVALID_PROC_NUMBER)

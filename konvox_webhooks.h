@@ -202,6 +202,7 @@ typedef struct KwRequest
 extern bool kw_in_delivery_worker;
 extern bool kw_in_launcher;
 extern void kw_wake_worker(void);
+extern bool kw_wake_slot(int i, bool by_commit);
 extern bool kw_sign(StringInfo out, const char *secret, const char *msg_id,
 					int64 timestamp, const char *body, int body_len);
 extern void kw_count_attempt(KwOutcome outcome, bool delivered, bool failed);

@@ -68,6 +68,22 @@ SELECT count(*) FILTER (WHERE d.status = 'delivered') || ' ' ||
  WHERE e.company_id = '$company'});
 }
 
+# Transactions the database commits while waiting for $condition (test
+# $name).  A worker that claims over and over commits hundreds of
+# thousands a second; the workers' paced looks, the batches of not-sent
+# deliveries and this test's polls, a few hundred in 5 s: under $no_spin.
+my $no_spin = 2500;
+
+sub commits_until
+{
+	my ($condition, $name) = @_;
+	my $commits =
+	  "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()";
+	my $before = sql($commits);
+	ok($node->poll_query_until('postgres', $condition), $name);
+	return sql($commits) - $before;
+}
+
 ###
 ### A hanging endpoint with a backlog, beside a healthy one
 ###
@@ -157,19 +173,9 @@ ok( $node->poll_query_until(
 		"SELECT in_flight = 3 FROM webhooks.endpoint_health WHERE endpoint_id = $full"
 	),
 	'an endpoint with a cap of 3 that never answers holds 3 requests');
-# Transactions the database commits: a worker that claims over and over
-# commits hundreds of thousands a second; the workers' paced looks, the
-# batches of not-sent deliveries and this test's polls, a few hundred in 5 s.
-my $commits =
-  "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()";
-my $no_spin = 2500;
-my $before = sql($commits);
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) >= 3 FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = $full"
-	),
+my $during = commits_until(
+	"SELECT count(*) >= 3 FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = $full",
 	'... until they time out');
-my $during = sql($commits) - $before;
 cmp_ok($during, '<', $no_spin,
 	"meanwhile (5 s) the database committed $during transactions: no worker claimed over and over"
 );
@@ -345,13 +351,9 @@ ok( $node->poll_query_until(
 		"SELECT state = 'probing' FROM webhooks.endpoint_health WHERE endpoint_id = $probing"
 	),
 	'... and gets a probe, which hangs');
-my $commits_before = sql($commits);
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT state = 'failing' FROM webhooks.endpoint_health WHERE endpoint_id = $probing"
-	),
+my $commits_probing = commits_until(
+	"SELECT state = 'failing' FROM webhooks.endpoint_health WHERE endpoint_id = $probing",
 	'... until it times out');
-my $commits_probing = sql($commits) - $commits_before;
 cmp_ok($commits_probing, '<', $no_spin,
 	"meanwhile (5 s) the database committed $commits_probing transactions: no worker claimed over and over"
 );
