@@ -43,7 +43,8 @@ sql(q{
 CREATE ROLE mallory LOGIN;
 ALTER DATABASE postgres OWNER TO mallory;
 GRANT USAGE ON SCHEMA webhooks TO mallory;
-GRANT EXECUTE ON FUNCTION webhooks.emit(text, text, jsonb) TO mallory;
+GRANT EXECUTE ON FUNCTION webhooks.emit(text, text, jsonb),
+                          webhooks.emit(text, text, jsonb, text) TO mallory;
 });
 is(sql("SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'"),
 	'f', 'the owner is not a superuser');
@@ -120,12 +121,25 @@ my $down = sql(
 	  . "', ARRAY['contact.replied'])",
 	public_path => 1);
 
-# the owner emits
-sql(q{SELECT webhooks.emit('contact.replied', 'acme', '{"contactId": "c1", "channel": "email"}');
+# The owner emits, with public ahead of pg_catalog.  emit() declares no
+# search_path (it sets one around the statements it runs), so this is the
+# path its caches are loaded under (a new session has none) and its keyed
+# insert and look-up planned under, but for what it sets itself.  The
+# second emit() with the key returns the first one's event.
+my @emitted = split /\n/, sql(
+	q{SET search_path = public, pg_catalog, pg_temp;
+SELECT webhooks.emit('contact.replied', 'acme', '{"contactId": "c1", "channel": "email"}');
 SELECT webhooks.emit('contact.replied', 'globex', '{"contactId": "g1", "channel": "email"}');
 SELECT webhooks.emit('enrollment.created', 'acme',
-       '{"enrollmentId": "e1", "contactId": "c1", "campaignId": "k1"}')},
+       '{"enrollmentId": "e1", "contactId": "c1", "campaignId": "k1"}');
+SELECT webhooks.emit('enrollment.created', 'acme',
+       '{"enrollmentId": "e2", "contactId": "c1", "campaignId": "k1"}', 'key-1');
+SELECT webhooks.emit('enrollment.created', 'acme',
+       '{"enrollmentId": "e2", "contactId": "c1", "campaignId": "k1"}', 'key-1')},
 	user => 'mallory');
+is(scalar(@emitted), 5, 'the owner emitted with public ahead of pg_catalog');
+is($emitted[4], $emitted[3],
+	'and the keyed emit() found its event under that search_path');
 
 # a superuser's migration fires emit_trigger(), in both argument forms
 sql(q{
