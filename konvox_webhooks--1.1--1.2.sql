@@ -224,15 +224,6 @@ CREATE UNIQUE INDEX events_idempotency_idx
 COMMENT ON INDEX webhooks.events_idempotency_idx IS
 'One event per company, event type and idempotency key';
 
--- emit() pins search_path in its C code, not in its declaration.  A
--- function's SET is applied and undone at every call, a tenth of the time
--- of an emit() that writes one delivery; emit() resolves no name on its
--- way to the tables (it writes them by OID, as COPY does), and the few
--- statements it runs (loading its caches, the keyed insert) name every
--- object with its schema and run with search_path = pg_catalog, pg_temp,
--- which emit() sets around them.  Still SECURITY DEFINER, as before.
-ALTER FUNCTION webhooks.emit(text, text, jsonb) RESET search_path;
-
 -- A second emit() beside the first rather than one with a default: the
 -- three-argument function keeps its grants, the triggers and functions of
 -- the application that depend on it, and the deployment scripts that name
@@ -242,7 +233,8 @@ CREATE FUNCTION webhooks.emit(event text, company_id text, data jsonb,
                               idempotency_key text)
 RETURNS uuid
 AS 'MODULE_PATHNAME', 'kw_emit'
-LANGUAGE C VOLATILE SECURITY DEFINER PARALLEL UNSAFE;
+LANGUAGE C VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION webhooks.emit(text, text, jsonb, text) IS
 'emit() with an idempotency key: if the company already has an event of this type with this key, return its id and write nothing; a NULL key is emit() without one';
 

@@ -46,7 +46,6 @@
 #include "nodes/execnodes.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
@@ -477,37 +476,6 @@ kw_free_plan(SPIPlanPtr *plan)
 	*plan = NULL;
 }
 
-/*
- * Connect to SPI for one of emit()'s statements, with search_path set to
- * pg_catalog, pg_temp until kw_emit_spi_finish(), as PostgreSQL's own
- * maintenance commands set it (RestrictSearchPath in PostgreSQL 17).
- * emit() is SECURITY DEFINER without a search_path in its declaration,
- * whose cost every call would pay; its statements name every object with
- * its schema, and this keeps the caller's search_path out of them all the
- * same, also when a cached plan is analysed again.  Returns the GUC nesting
- * level to give kw_emit_spi_finish().
- */
-static int
-kw_emit_spi_connect(void)
-{
-	int			nestlevel;
-
-	SPI_connect();
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-	return nestlevel;
-}
-
-/* Undo kw_emit_spi_connect(): the caller's search_path again, and SPI. */
-static void
-kw_emit_spi_finish(int nestlevel)
-{
-	AtEOXact_GUC(true, nestlevel);
-	SPI_finish();
-}
-
 /* Make sure the endpoint cache's context exists. */
 static void
 kw_cache_setup(void)
@@ -532,12 +500,11 @@ kw_load_event_types(void)
 	HTAB	   *htab;
 	MemoryContext build;
 	MemoryContext old;
-	int			nestlevel;
 
 	kw_event_types_relid = kw_relid("event_types");
 	gen = kw_event_types_gen;
 
-	nestlevel = kw_emit_spi_connect();
+	SPI_connect();
 	if (kw_load_types_plan == NULL)
 		kw_load_types_plan = kw_keep_plan(
 			"SELECT name, fields FROM webhooks.event_types", 0, NULL);
@@ -572,7 +539,7 @@ kw_load_event_types(void)
 		entry->fields = kw_parse_fields(name, jb, &entry->nfields);
 		MemoryContextSwitchTo(old);
 	}
-	kw_emit_spi_finish(nestlevel);
+	SPI_finish();
 
 	if (gen == kw_event_types_gen)
 	{
@@ -674,7 +641,6 @@ kw_company_endpoints(const char *company_id)
 	MemoryContext old;
 	Datum		args[1];
 	Oid			types[1] = {TEXTOID};
-	int			nestlevel;
 
 	if (kw_companies != NULL)
 	{
@@ -687,7 +653,7 @@ kw_company_endpoints(const char *company_id)
 	kw_endpoints_relid = kw_relid("endpoints");
 	gen = kw_companies_gen;
 
-	nestlevel = kw_emit_spi_connect();
+	SPI_connect();
 	if (kw_load_endpoints_plan == NULL)
 		kw_load_endpoints_plan = kw_keep_plan(
 			"SELECT id, events FROM webhooks.endpoints"
@@ -725,7 +691,7 @@ kw_company_endpoints(const char *company_id)
 			ep->events[j] = TextDatumGetCString(elems[j]);
 	}
 	MemoryContextSwitchTo(old);
-	kw_emit_spi_finish(nestlevel);
+	SPI_finish();
 
 	if (gen != kw_companies_gen)
 		return loaded;
@@ -1057,9 +1023,8 @@ kw_write_keyed_event(pg_uuid_t *id, text *event, text *company_id,
 	bool		inserted = false;
 	Datum		args[6];
 	int64	   *endpoint_ids;
-	int			nestlevel;
 
-	nestlevel = kw_emit_spi_connect();
+	SPI_connect();
 	if (kw_keyed_insert_plan == NULL)
 	{
 		Oid			types[6] = {UUIDOID, TEXTOID, TEXTOID, JSONBOID,
@@ -1116,7 +1081,7 @@ kw_write_keyed_event(pg_uuid_t *id, text *event, text *company_id,
 							  &isnull), false, UUID_LEN));
 		}
 	}
-	kw_emit_spi_finish(nestlevel);
+	SPI_finish();
 
 	*ndeliveries = 0;
 	if (!inserted)

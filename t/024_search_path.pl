@@ -121,11 +121,34 @@ my $down = sql(
 	  . "', ARRAY['contact.replied'])",
 	public_path => 1);
 
-# The owner emits, with public ahead of pg_catalog.  emit() declares no
-# search_path (it sets one around the statements it runs), so this is the
-# path its caches are loaded under (a new session has none) and its keyed
-# insert and look-up planned under, but for what it sets itself.  The
-# second emit() with the key returns the first one's event.
+# A superuser's own check on the outbox, through a SQL function of theirs
+# that pins no search_path (as most do), and the owner's exact look-alike
+# of the operator it uses, which wins for a caller with public ahead of
+# pg_catalog.  emit() checks the constraint as any INSERT does, planning
+# it (inlining the function) under the search_path of the moment: the one
+# emit() declares, not the caller's.  Without that declaration the
+# look-alike runs as the superuser who owns emit().
+sql(q{
+CREATE SCHEMA audit;
+CREATE FUNCTION audit.company_ok(c text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE AS $$SELECT c <> ''$$;
+ALTER TABLE webhooks.events ADD CONSTRAINT company_ok CHECK (audit.company_ok(company_id));
+});
+sql(q{
+CREATE FUNCTION public.text_ne(a text, b text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM public.lookalike_called('<>(text, text)');
+    RETURN pg_catalog.textne(a, b);
+END;
+$$;
+CREATE OPERATOR public.<> (LEFTARG = text, RIGHTARG = text, FUNCTION = public.text_ne);
+}, user => 'mallory');
+
+# The owner emits, with public ahead of pg_catalog, in a new session: the
+# path its caches would load under and its keyed insert and look-up be
+# planned under, but for the search_path that emit() declares.  The second
+# emit() with the key returns the first one's event.
 my @emitted = split /\n/, sql(
 	q{SET search_path = public, pg_catalog, pg_temp;
 SELECT webhooks.emit('contact.replied', 'acme', '{"contactId": "c1", "channel": "email"}');
