@@ -294,17 +294,18 @@ kw_claim_wanted(void)
 	return GetCurrentTimestamp() >= kw_claim_next_time();
 }
 
-/* A retry of ours falls due at at. */
-void
-kw_claim_retry_at(int64 endpoint_id, TimestampTz at)
+/*
+ * The entry of an endpoint, made if there is none: due at once, never
+ * served, nothing of ours in flight.  *found says whether it was there.
+ */
+static KwDue *
+kw_due_entry(int64 endpoint_id, bool *found)
 {
-	KwDue	   *due = hash_search(kw_due, &endpoint_id, HASH_ENTER, NULL);
-	bool		found = (due->served_at != 0 || due->due_at != 0 ||
-						 due->mine != 0 || due->listed);
+	KwDue	   *due = hash_search(kw_due, &endpoint_id, HASH_ENTER, found);
 
-	if (!found)
+	if (!*found)
 	{
-		due->due_at = at;
+		due->due_at = 0;
 		due->next_at = DT_NOEND;
 		due->served_at = 0;
 		due->mine = 0;
@@ -312,7 +313,17 @@ kw_claim_retry_at(int64 endpoint_id, TimestampTz at)
 		due->waiting = false;
 		due->capped = false;
 	}
-	else if (at < due->due_at)
+	return due;
+}
+
+/* A retry of ours falls due at at. */
+void
+kw_claim_retry_at(int64 endpoint_id, TimestampTz at)
+{
+	bool		found;
+	KwDue	   *due = kw_due_entry(endpoint_id, &found);
+
+	if (!found || at < due->due_at)
 		due->due_at = at;
 	if (at < kw_next_claim_at)
 		kw_next_claim_at = at;
@@ -600,14 +611,7 @@ kw_enumerate(TimestampTz now)
 																  2, &isnull));
 		Datum		next = SPI_getbinval(tuple, desc, 3, &isnull);
 
-		due = hash_search(kw_due, &id, HASH_ENTER, &found);
-		if (!found)
-		{
-			due->served_at = 0;
-			due->mine = 0;
-			due->waiting = false;
-			due->capped = false;
-		}
+		due = kw_due_entry(id, &found);
 		due->listed = true;
 		due->next_at = isnull ? DT_NOEND : DatumGetTimestampTz(next);
 		due->due_at = (first_at <= now) ? 0 : first_at;
