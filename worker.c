@@ -30,6 +30,9 @@
  */
 #include "postgres.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <sys/resource.h>
 
 #include "access/xact.h"
@@ -215,6 +218,18 @@ kw_worker_main(Datum main_arg)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
+
+#ifdef __GLIBC__
+
+	/*
+	 * Keep up to 2 MB of freed memory instead of giving it back to the
+	 * kernel.  Each batch's executor memory, freed at its end, was returned
+	 * with brk() and faulted in again by the next batch: 0.75 page faults per
+	 * delivery in a steady drain, fewer than 0.01 with this.
+	 */
+	mallopt(M_TRIM_THRESHOLD, 2 * 1024 * 1024);
+	mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+#endif
 
 	kw_worker_context = AllocSetContextCreate(TopMemoryContext,
 											  "konvox_webhooks worker",
