@@ -36,6 +36,7 @@
 #include <sys/resource.h>
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -51,6 +52,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "konvox_webhooks.h"
@@ -72,6 +74,9 @@ Oid			kw_extension_oid = InvalidOid;
 
 /* the extension was missing at the last look */
 static bool kw_extension_missing = false;
+
+/* webhooks.deliveries of the extension found at the last full look */
+static Oid	kw_outbox_relid = InvalidOid;
 
 static MemoryContext kw_loop_context;
 
@@ -461,6 +466,9 @@ kw_recover_with_message(bool report, char *error, int errorlen)
 	FlushErrorState();
 	RESUME_INTERRUPTS();
 	MemoryContextSwitchTo(kw_worker_context);
+
+	/* whatever went wrong, the next transaction looks for the extension */
+	kw_outbox_relid = InvalidOid;
 }
 
 /* After an error in one of our transactions: report it, and carry on. */
@@ -477,8 +485,21 @@ kw_recover(bool report)
 bool
 kw_extension_ready(void)
 {
-	Oid			oid = get_extension_oid("konvox_webhooks", true);
-	bool		ready = OidIsValid(oid);
+	Oid			oid;
+	bool		ready;
+
+	/*
+	 * The extension is the one found last while the outbox table it had then
+	 * is still there: dropped, an extension takes its tables along, and
+	 * created again, it makes them anew with other OIDs.  So a probe of the
+	 * catalog cache does in most transactions, not a scan of pg_extension.
+	 */
+	if (!kw_extension_missing && OidIsValid(kw_outbox_relid) &&
+		SearchSysCacheExists1(RELOID, ObjectIdGetDatum(kw_outbox_relid)))
+		return true;
+
+	oid = get_extension_oid("konvox_webhooks", true);
+	ready = OidIsValid(oid);
 
 	if (ready && !kw_extension_missing && OidIsValid(kw_extension_oid) &&
 		oid != kw_extension_oid)
@@ -498,5 +519,8 @@ kw_extension_ready(void)
 				(errmsg("konvox_webhooks worker found the extension in database \"%s\"",
 						kw_database_name)));
 	kw_extension_missing = !ready;
+	kw_outbox_relid = ready ?
+		get_relname_relid("deliveries", get_namespace_oid("webhooks", true)) :
+		InvalidOid;
 	return ready;
 }
