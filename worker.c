@@ -40,11 +40,13 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
@@ -227,13 +229,16 @@ kw_worker_main(Datum main_arg)
 #ifdef __GLIBC__
 
 	/*
-	 * Keep up to 2 MB of freed memory instead of giving it back to the
-	 * kernel.  Each batch's executor memory, freed at its end, was returned
-	 * with brk() and faulted in again by the next batch: 0.75 page faults per
-	 * delivery in a steady drain, fewer than 0.01 with this.
+	 * Keep freed memory for the next batch instead of giving it back to the
+	 * kernel: each batch's executor memory, freed at its end, was returned
+	 * with brk() and faulted in again by the next batch, 0.75 page faults
+	 * per delivery in a steady drain, fewer than 0.01 with this.  Set
+	 * outright, the two thresholds no longer adjust themselves; these are
+	 * the highest that glibc's own adjustment reaches (after a large block
+	 * is freed), so a large payload's buffer still comes from the heap.
 	 */
-	mallopt(M_TRIM_THRESHOLD, 2 * 1024 * 1024);
-	mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+	mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 #endif
 
 	kw_worker_context = AllocSetContextCreate(TopMemoryContext,
@@ -485,19 +490,33 @@ kw_recover(bool report)
 bool
 kw_extension_ready(void)
 {
+	Oid			relid;
 	Oid			oid;
 	bool		ready;
 
 	/*
-	 * The extension is the one found last while the outbox table it had then
-	 * is still there: dropped, an extension takes its tables along, and
-	 * created again, it makes them anew with other OIDs.  So a probe of the
-	 * catalog cache does in most transactions, not a scan of pg_extension.
+	 * While the outbox table of the last full look exists, the extension is
+	 * the same one: dropped, it takes the table along, and created again, it
+	 * makes a table of another OID.  The table is locked before the probe,
+	 * so that a drop committed meanwhile has been taken in (as
+	 * RangeVarGetRelidExtended does), and the lock keeps the extension until
+	 * the transaction ends.  So most transactions need only that lock,
+	 * which their statements take anyway, and a probe of the catalog cache.
 	 */
-	if (!kw_extension_missing && OidIsValid(kw_outbox_relid) &&
-		SearchSysCacheExists1(RELOID, ObjectIdGetDatum(kw_outbox_relid)))
-		return true;
+	if (!kw_extension_missing && OidIsValid(kw_outbox_relid))
+	{
+		LockRelationOid(kw_outbox_relid, AccessShareLock);
+		if (SearchSysCacheExists1(RELOID, ObjectIdGetDatum(kw_outbox_relid)))
+			return true;
+		UnlockRelationOid(kw_outbox_relid, AccessShareLock);
+	}
 
+	/*
+	 * The full look, the outbox table locked first: the extension found is
+	 * then the one that has it, and stays until the transaction ends.
+	 */
+	relid = RangeVarGetRelid(makeRangeVar("webhooks", "deliveries", -1),
+							 AccessShareLock, true);
 	oid = get_extension_oid("konvox_webhooks", true);
 	ready = OidIsValid(oid);
 
@@ -519,8 +538,6 @@ kw_extension_ready(void)
 				(errmsg("konvox_webhooks worker found the extension in database \"%s\"",
 						kw_database_name)));
 	kw_extension_missing = !ready;
-	kw_outbox_relid = ready ?
-		get_relname_relid("deliveries", get_namespace_oid("webhooks", true)) :
-		InvalidOid;
+	kw_outbox_relid = ready ? relid : InvalidOid;
 	return ready;
 }
