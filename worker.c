@@ -37,10 +37,10 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "nodes/makefuncs.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -233,12 +233,13 @@ kw_worker_main(Datum main_arg)
 	 * kernel: each batch's executor memory, freed at its end, was returned
 	 * with brk() and faulted in again by the next batch, 0.75 page faults
 	 * per delivery in a steady drain, fewer than 0.01 with this.  Set
-	 * outright, the two thresholds no longer adjust themselves; these are
-	 * the highest that glibc's own adjustment reaches (after a large block
-	 * is freed), so a large payload's buffer still comes from the heap.
+	 * outright, the two thresholds no longer adjust themselves, so they are
+	 * set to the highest that glibc's own adjustment reaches after a large
+	 * block is freed (32 MB and twice that on 64-bit machines): a large
+	 * payload's buffer still comes from the heap.
 	 */
-	mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
-	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+	mallopt(M_MMAP_THRESHOLD, (int) (4 * 1024 * 1024 * sizeof(long)));
+	mallopt(M_TRIM_THRESHOLD, (int) (8 * 1024 * 1024 * sizeof(long)));
 #endif
 
 	kw_worker_context = AllocSetContextCreate(TopMemoryContext,
@@ -490,34 +491,43 @@ kw_recover(bool report)
 bool
 kw_extension_ready(void)
 {
-	Oid			relid;
 	Oid			oid;
 	bool		ready;
 
 	/*
-	 * While the outbox table of the last full look exists, the extension is
-	 * the same one: dropped, it takes the table along, and created again, it
-	 * makes a table of another OID.  The table is locked before the probe,
-	 * so that a drop committed meanwhile has been taken in (as
-	 * RangeVarGetRelidExtended does), and the lock keeps the extension until
-	 * the transaction ends.  So most transactions need only that lock,
-	 * which their statements take anyway, and a probe of the catalog cache.
+	 * Lock the extension seen last, as DROP EXTENSION does before it touches
+	 * any table of the extension: a drop then waits for this transaction, or
+	 * this transaction for the drop, and never deadlocks with the
+	 * statements that follow.  Taking the lock also takes in what a drop
+	 * committed meanwhile (a transaction sends its invalidations before it
+	 * releases its locks).  While the outbox table of the last full look is
+	 * still in the catalog cache, the extension is that same one: dropped,
+	 * it takes the table along, and created again, it makes a table of
+	 * another OID.  So most transactions need only the lock and a probe of
+	 * the cache, not a scan of pg_extension.
 	 */
-	if (!kw_extension_missing && OidIsValid(kw_outbox_relid))
+	if (!kw_extension_missing && OidIsValid(kw_extension_oid) &&
+		OidIsValid(kw_outbox_relid))
 	{
-		LockRelationOid(kw_outbox_relid, AccessShareLock);
+		LockDatabaseObject(ExtensionRelationId, kw_extension_oid, 0,
+						   AccessShareLock);
 		if (SearchSysCacheExists1(RELOID, ObjectIdGetDatum(kw_outbox_relid)))
 			return true;
-		UnlockRelationOid(kw_outbox_relid, AccessShareLock);
+		UnlockDatabaseObject(ExtensionRelationId, kw_extension_oid, 0,
+							 AccessShareLock);
 	}
 
-	/*
-	 * The full look, the outbox table locked first: the extension found is
-	 * then the one that has it, and stays until the transaction ends.
-	 */
-	relid = RangeVarGetRelid(makeRangeVar("webhooks", "deliveries", -1),
-							 AccessShareLock, true);
-	oid = get_extension_oid("konvox_webhooks", true);
+	/* The full look, the extension found locked and found again */
+	for (;;)
+	{
+		oid = get_extension_oid("konvox_webhooks", true);
+		if (!OidIsValid(oid))
+			break;
+		LockDatabaseObject(ExtensionRelationId, oid, 0, AccessShareLock);
+		if (get_extension_oid("konvox_webhooks", true) == oid)
+			break;
+		UnlockDatabaseObject(ExtensionRelationId, oid, 0, AccessShareLock);
+	}
 	ready = OidIsValid(oid);
 
 	if (ready && !kw_extension_missing && OidIsValid(kw_extension_oid) &&
@@ -538,6 +548,8 @@ kw_extension_ready(void)
 				(errmsg("konvox_webhooks worker found the extension in database \"%s\"",
 						kw_database_name)));
 	kw_extension_missing = !ready;
-	kw_outbox_relid = ready ? relid : InvalidOid;
+	kw_outbox_relid = ready ?
+		get_relname_relid("deliveries", get_namespace_oid("webhooks", true)) :
+		InvalidOid;
 	return ready;
 }
