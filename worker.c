@@ -236,10 +236,11 @@ kw_worker_main(Datum main_arg)
 	 * outright, the two thresholds no longer adjust themselves, so they are
 	 * set to the highest that glibc's own adjustment reaches after a large
 	 * block is freed (32 MB and twice that on 64-bit machines): a large
-	 * payload's buffer still comes from the heap.
+	 * payload's buffer still comes from the heap.  Where glibc refuses that
+	 * (on 32-bit machines), both are left to adjust themselves.
 	 */
-	mallopt(M_MMAP_THRESHOLD, (int) (4 * 1024 * 1024 * sizeof(long)));
-	mallopt(M_TRIM_THRESHOLD, (int) (8 * 1024 * 1024 * sizeof(long)));
+	if (mallopt(M_MMAP_THRESHOLD, (int) (4 * 1024 * 1024 * sizeof(long))))
+		mallopt(M_TRIM_THRESHOLD, (int) (8 * 1024 * 1024 * sizeof(long)));
 #endif
 
 	kw_worker_context = AllocSetContextCreate(TopMemoryContext,
@@ -497,14 +498,16 @@ kw_extension_ready(void)
 	/*
 	 * Lock the extension seen last, as DROP EXTENSION does before it touches
 	 * any table of the extension: a drop then waits for this transaction, or
-	 * this transaction for the drop, and never deadlocks with the
-	 * statements that follow.  Taking the lock also takes in what a drop
-	 * committed meanwhile (a transaction sends its invalidations before it
-	 * releases its locks).  While the outbox table of the last full look is
-	 * still in the catalog cache, the extension is that same one: dropped,
-	 * it takes the table along, and created again, it makes a table of
-	 * another OID.  So most transactions need only the lock and a probe of
-	 * the cache, not a scan of pg_extension.
+	 * this transaction for the drop, instead of each holding a table that
+	 * the other wants.  (A DROP OWNED may still lock a table first; then the
+	 * deadlock detector ends one of the two, and a worker tries again.)
+	 * Taking the lock also takes in what a drop committed meanwhile (a
+	 * transaction sends its invalidations before it releases its locks).
+	 * While the outbox table of the last full look is still in the catalog
+	 * cache, the extension is that same one: dropped, it takes the table
+	 * along, and created again, it makes a table of another OID.  So most
+	 * transactions need only the lock and a probe of the cache, not a scan
+	 * of pg_extension.
 	 */
 	if (!kw_extension_missing && OidIsValid(kw_extension_oid) &&
 		OidIsValid(kw_outbox_relid))
