@@ -77,7 +77,10 @@ Oid			kw_extension_oid = InvalidOid;
 /* the extension was missing at the last look */
 static bool kw_extension_missing = false;
 
-/* webhooks.deliveries of the extension found at the last full look */
+/*
+ * webhooks.deliveries of the extension found at the last full look
+ * (kw_extension_oid), or InvalidOid: none found, or an error since
+ */
 static Oid	kw_outbox_relid = InvalidOid;
 
 static MemoryContext kw_loop_context;
@@ -509,8 +512,7 @@ kw_extension_ready(void)
 	 * transactions need only the lock and a probe of the cache, not a scan
 	 * of pg_extension.
 	 */
-	if (!kw_extension_missing && OidIsValid(kw_extension_oid) &&
-		OidIsValid(kw_outbox_relid))
+	if (OidIsValid(kw_outbox_relid))
 	{
 		LockDatabaseObject(ExtensionRelationId, kw_extension_oid, 0,
 						   AccessShareLock);
