@@ -425,7 +425,10 @@ COMMENT ON TABLE webhooks.deleted_endpoints IS
 'Ids of the endpoints deleted (or truncated) in the last day or so, so that the workers fail a delivery committed to one after its deletion at once, instead of waiting for it as for an endpoint not restored yet';
 
 -- SECURITY DEFINER: a role that may delete endpoints needs no privilege on
--- the table, which an update creates after such grants were made.
+-- the table, which an update creates after such grants were made.  It
+-- refuses to be a trigger of any other table: a role that may execute it
+-- could otherwise make one of its own whose transition table casts its ids
+-- to bigint with a function of its own, run as our owner.
 CREATE FUNCTION webhooks._endpoints_deleted()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -433,6 +436,12 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF TG_RELID <> 'webhooks.endpoints'::regclass THEN
+        RAISE EXCEPTION 'webhooks._endpoints_deleted() can only be a trigger on webhooks.endpoints'
+              USING ERRCODE = 'trigger_protocol_violated',
+                    DETAIL = format('It was fired by a trigger on "%s".', TG_TABLE_NAME),
+                    HINT = 'The extension creates the triggers that call it; a table of yours needs a trigger function of its own.';
+    END IF;
     IF TG_OP = 'TRUNCATE' THEN
         INSERT INTO webhooks.deleted_endpoints (id)
         SELECT e.id FROM webhooks.endpoints e

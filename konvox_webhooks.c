@@ -17,6 +17,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/base64.h"
@@ -38,6 +39,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -937,17 +939,35 @@ kw_column(HeapTuple tuple, TupleDesc desc, const char *name)
 
 /*
  * The row that a BEFORE ROW trigger function checks: the new row of an
- * UPDATE, else the inserted one.  fn names the function, for misuse.
+ * UPDATE, else the inserted one.  fn names the function, for misuse, and
+ * table the one table of our schema it may be a trigger of.
  */
 static HeapTuple
-kw_before_row(FunctionCallInfo fcinfo, const char *fn)
+kw_before_row(FunctionCallInfo fcinfo, const char *fn, const char *table)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
 		elog(ERROR, "%s must be a BEFORE ROW trigger", fn);
+
+	/*
+	 * The checks read the table's columns as the types they have there.  On
+	 * a table of someone else's, which anyone who may execute the function
+	 * can make, a column of the same name and another type would be read as
+	 * garbage.
+	 */
+	rel = trigdata->tg_relation;
+	if (RelationGetNamespace(rel) != get_namespace_oid("webhooks", true) ||
+		strcmp(RelationGetRelationName(rel), table) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s can only be a trigger on webhooks.%s", fn, table),
+				 errdetail("It was fired by a trigger on \"%s\".",
+						   RelationGetRelationName(rel)),
+				 errhint("The extension creates the triggers that call it; a table of yours needs a trigger function of its own.")));
 	return TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 		trigdata->tg_newtuple : trigdata->tg_trigtuple;
 }
@@ -1158,7 +1178,7 @@ kw_endpoint_check(PG_FUNCTION_ARGS)
 	Datum		args[1];
 	Oid			types[1] = {TEXTARRAYOID};
 
-	tuple = kw_before_row(fcinfo, "kw_endpoint_check");
+	tuple = kw_before_row(fcinfo, "webhooks._endpoint_check()", "endpoints");
 	desc = trigdata->tg_relation->rd_att;
 
 	company_id = kw_column(tuple, desc, "company_id");
@@ -1294,7 +1314,7 @@ kw_event_type_check(PG_FUNCTION_ARGS)
 	bool		isnull;
 	Jsonb	   *fields;
 
-	tuple = kw_before_row(fcinfo, "kw_event_type_check");
+	tuple = kw_before_row(fcinfo, "webhooks._event_type_check()", "event_types");
 	desc = trigdata->tg_relation->rd_att;
 
 	name = kw_column(tuple, desc, "name");

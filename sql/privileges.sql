@@ -155,5 +155,53 @@ SELECT e.event, e.data, count(d.id) AS deliveries
  GROUP BY e.id ORDER BY e.event;
 
 DROP TABLE app_enrollments, app_replies;
+
+--
+-- a role that may execute every function of the schema, as the admin of
+-- the README may, cannot make the extension's trigger functions fire on
+-- tables of its own
+--
+CREATE ROLE regress_kw_admin;
+GRANT USAGE ON SCHEMA webhooks TO regress_kw_admin;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA webhooks TO regress_kw_admin;
+SET ROLE regress_kw_admin;
+-- _endpoints_deleted() is SECURITY DEFINER and reads the ids of its
+-- transition table: a cast of the role's own would run as the owner
+CREATE TYPE pg_temp.kw_id AS ENUM ('x');
+CREATE FUNCTION pg_temp.kw_id_cast(pg_temp.kw_id) RETURNS bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'the cast runs as a superuser: %',
+        (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user);
+    RETURN 1;
+END $$;
+CREATE CAST (pg_temp.kw_id AS bigint) WITH FUNCTION pg_temp.kw_id_cast(pg_temp.kw_id)
+    AS ASSIGNMENT;
+CREATE TEMP TABLE fake_endpoints (id pg_temp.kw_id);
+INSERT INTO fake_endpoints VALUES ('x');
+CREATE TRIGGER gone AFTER DELETE ON fake_endpoints REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks._endpoints_deleted();
+DELETE FROM fake_endpoints;
+\echo :LAST_ERROR_SQLSTATE
+-- the checks in C read the columns as the types of the extension's tables
+CREATE TEMP TABLE fake_checked (company_id text, url text, secret text,
+                                previous_secret text, events text[], headers bigint);
+CREATE TRIGGER checked BEFORE INSERT ON fake_checked
+    FOR EACH ROW EXECUTE FUNCTION webhooks._endpoint_check();
+INSERT INTO fake_checked
+VALUES ('acme', 'https://a.example/', NULL, NULL, ARRAY['contact.replied'], 4096);
+\echo :LAST_ERROR_SQLSTATE
+CREATE TEMP TABLE fake_types (name text, fields bigint, sample bigint);
+CREATE TRIGGER checked BEFORE INSERT ON fake_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks._event_type_check();
+INSERT INTO fake_types VALUES ('x.y', 1, 2);
+\echo :LAST_ERROR_SQLSTATE
+DROP TABLE fake_endpoints, fake_checked, fake_types;
+DROP CAST (pg_temp.kw_id AS bigint);
+DROP FUNCTION pg_temp.kw_id_cast(pg_temp.kw_id);
+DROP TYPE pg_temp.kw_id;
+RESET ROLE;
+SELECT count(*) AS endpoints_marked_deleted FROM webhooks.deleted_endpoints;
+
 DROP EXTENSION konvox_webhooks CASCADE;
-DROP ROLE regress_kw_nobody, regress_kw_usage, regress_kw_app;
+DROP ROLE regress_kw_nobody, regress_kw_usage, regress_kw_app, regress_kw_admin;
