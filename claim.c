@@ -32,7 +32,7 @@
  * index scans answer them; the worker's session plans them generically and
  * turns off sequential and bitmap scans, hash and merge joins, so that a
  * table analyzed empty and read full, or the other way round, changes
- * nothing.  t/026_plans.pl checks the plans with statistics present.
+ * nothing.  t/027_plans.pl checks the plans with statistics present.
  *
  *-------------------------------------------------------------------------
  */

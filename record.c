@@ -9,6 +9,14 @@
  * has committed do the deliveries leave the flights (endpoint.c), so that
  * no claim sends them again while their outcome is being written.
  *
+ * A delivery's attempt row is inserted plainly, without ON CONFLICT: a
+ * speculative insertion costs each row a second probe of the key, a lock
+ * and a second WAL record.  The row's number is the delivery's attempts
+ * plus one, checked by the same statement, so it is already there only if
+ * someone set attempts back by hand.  Then the batch fails, and is tried
+ * again at once with ON CONFLICT DO NOTHING, which keeps the row that was
+ * there; only that second try is reported.
+ *
  * When recording fails (a statement_timeout, a read-only database, a full
  * disk, a trigger of yours that errors), the batch is tried again row by
  * row, so that one bad row costs only itself.  What still cannot be
@@ -56,8 +64,10 @@ static int	kw_nunanswered = 0;
 static int	kw_record_failures = 0;
 static TimestampTz kw_record_retry_at = 0;
 
-static Oid	kw_record_plan_for = InvalidOid;
+/* the recording statement, plain and with ON CONFLICT DO NOTHING */
+static Oid	kw_record_plans_for = InvalidOid;
 static SPIPlanPtr kw_record_plan = NULL;
+static SPIPlanPtr kw_record_careful_plan = NULL;
 
 /* One outcome, as the recording statement takes it. */
 typedef struct KwOutcomeRow
@@ -204,12 +214,50 @@ kw_response_text(KwRequest *req)
 }
 
 /*
+ * The recording statement, which inserts the attempts with ON CONFLICT DO
+ * NOTHING if careful.
+ */
+static char *
+kw_record_sql(bool careful)
+{
+	/*
+	 * Pending is said as neither delivered nor failed, so that the planner
+	 * cannot take the queue index (whose size its statistics may misjudge)
+	 * to find rows by id: the primary key is the only index left that
+	 * matches.
+	 */
+	return psprintf("/* konvox_webhooks: record outcomes */"
+					" WITH u AS ("
+					"  UPDATE webhooks.deliveries d"
+					"     SET status = r.status, attempts = r.attempt,"
+					"         next_attempt_at = r.next_attempt_at,"
+					"         last_status_code = r.status_code,"
+					"         last_error = r.error, finished_at = r.finished_at"
+					"    FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+					"      AS r(id, attempt, status, status_code, error,"
+					"           started_at, duration_ms, response_body,"
+					"           next_attempt_at, finished_at)"
+					"   WHERE d.id = r.id AND d.attempts = r.attempt - 1"
+					"     AND d.status <> 'delivered' AND d.status <> 'failed'"
+					"  RETURNING r.id, r.attempt, r.started_at, r.duration_ms,"
+					"            r.status_code, r.error, r.response_body,"
+					"            r.next_attempt_at"
+					" )"
+					" INSERT INTO webhooks.delivery_attempts"
+					"   (delivery_id, attempt, started_at, duration_ms,"
+					"    status_code, error, response_body, next_attempt_at)"
+					" SELECT * FROM u%s",
+					careful ? " ON CONFLICT DO NOTHING" : "");
+}
+
+/*
  * Run the recording statement over n outcomes, in the current transaction.
  * A delivery that someone changed or removed meanwhile is left alone and
- * gets no attempt row.
+ * gets no attempt row.  Unless careful, an attempt row already there is an
+ * error (see the file's comment).
  */
 static void
-kw_write_outcomes(KwOutcomeRow *o, int n)
+kw_write_outcomes(KwOutcomeRow *o, int n, bool careful)
 {
 	Datum	   *v[10];
 	bool	   *nulls[10];
@@ -220,45 +268,17 @@ kw_write_outcomes(KwOutcomeRow *o, int n)
 
 	if (n == 0)
 		return;
-	if (kw_record_plan == NULL || kw_record_plan_for != kw_extension_oid)
+	if (kw_record_plan == NULL || kw_record_plans_for != kw_extension_oid)
 	{
 		Oid			types[10] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
 			INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, FLOAT8ARRAYOID,
 		TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
 
 		kw_free_plan(&kw_record_plan);
-
-		/*
-		 * Pending is said as neither delivered nor failed, so that the
-		 * planner cannot take the queue index (whose size its statistics
-		 * may misjudge) to find rows by id: the primary key is the only
-		 * index left that matches.
-		 */
-		kw_record_plan = kw_keep_plan(
-			"/* konvox_webhooks: record outcomes */"
-			" WITH u AS ("
-			"  UPDATE webhooks.deliveries d"
-			"     SET status = r.status, attempts = r.attempt,"
-			"         next_attempt_at = r.next_attempt_at,"
-			"         last_status_code = r.status_code,"
-			"         last_error = r.error, finished_at = r.finished_at"
-			"    FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-			"      AS r(id, attempt, status, status_code, error, started_at,"
-			"           duration_ms, response_body, next_attempt_at,"
-			"           finished_at)"
-			"   WHERE d.id = r.id AND d.attempts = r.attempt - 1"
-			"     AND d.status <> 'delivered' AND d.status <> 'failed'"
-			"  RETURNING r.id, r.attempt, r.started_at, r.duration_ms,"
-			"            r.status_code, r.error, r.response_body,"
-			"            r.next_attempt_at"
-			" )"
-			" INSERT INTO webhooks.delivery_attempts"
-			"   (delivery_id, attempt, started_at, duration_ms, status_code,"
-			"    error, response_body, next_attempt_at)"
-			" SELECT * FROM u"
-			" ON CONFLICT DO NOTHING",
-			10, types);
-		kw_record_plan_for = kw_extension_oid;
+		kw_free_plan(&kw_record_careful_plan);
+		kw_record_plan = kw_keep_plan(kw_record_sql(false), 10, types);
+		kw_record_careful_plan = kw_keep_plan(kw_record_sql(true), 10, types);
+		kw_record_plans_for = kw_extension_oid;
 	}
 
 	for (int c = 0; c < 10; c++)
@@ -286,8 +306,8 @@ kw_write_outcomes(KwOutcomeRow *o, int n)
 	}
 	for (int c = 0; c < 10; c++)
 		args[c] = kw_array(v[c], nulls[c], n, elemtypes[c]);
-	if (kw_execute_plan(kw_record_plan, args, NULL, false, 0) !=
-		SPI_OK_INSERT)
+	if (kw_execute_plan(careful ? kw_record_careful_plan : kw_record_plan,
+						args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record delivery outcomes");
 }
 
@@ -320,17 +340,17 @@ kw_record_not_sent(Datum *ids, int32 *attempts, int64 *endpoints,
 		o[i].finished_at = retry_at == 0 ? now : 0;
 		failed[i] = (retry_at == 0);
 	}
-	kw_write_outcomes(o, n);
+	kw_write_outcomes(o, n, true);
 }
 
 /*
- * Record the outcomes of n finished requests in one transaction.  Returns
- * false if it failed; the error goes to the log only when report is true,
- * and its message into error.
+ * Record the outcomes of n finished requests in one transaction, carefully
+ * or not (kw_write_outcomes).  Returns false if it failed; the error goes
+ * to the log only when report is true, and its message into error.
  */
 static bool
-kw_record_batch(KwRequest **reqs, int n, bool report, char *error,
-				int errorlen)
+kw_record_batch(KwRequest **reqs, int n, bool careful, bool report,
+				char *error, int errorlen)
 {
 	MemoryContext old = CurrentMemoryContext;
 	volatile bool ok = true;
@@ -378,7 +398,7 @@ kw_record_batch(KwRequest **reqs, int n, bool report, char *error,
 					 req->succeeded ? "" : ", ",
 					 req->succeeded ? "" : req->error);
 			}
-			kw_write_outcomes(o, m);
+			kw_write_outcomes(o, m, careful);
 
 			/* a retry may now be due earlier than anything we knew of */
 			for (int i = 0; i < m; i++)
@@ -424,7 +444,8 @@ kw_record(void)
 	int			nleft = 0;
 	char		error[KW_ERROR_LEN] = "";
 
-	if (kw_record_batch(batch, n, kw_record_failures == 0, error,
+	if (kw_record_batch(batch, n, false, false, NULL, 0) ||
+		kw_record_batch(batch, n, true, kw_record_failures == 0, error,
 						sizeof(error)))
 	{
 		memcpy(done, batch, sizeof(KwRequest *) * n);
@@ -434,7 +455,7 @@ kw_record(void)
 	{
 		for (int i = 0; i < n; i++)
 		{
-			if (n > 1 && kw_record_batch(&batch[i], 1, false, NULL, 0))
+			if (n > 1 && kw_record_batch(&batch[i], 1, true, false, NULL, 0))
 				done[ndone++] = batch[i];
 			else
 				left[nleft++] = batch[i];

@@ -114,4 +114,37 @@ is(scalar(grep { $_ != 1 } values %seen), 0, 'each was sent exactly once');
 like(kw_log_since($node, $offset), qr/records delivery outcomes again/,
 	'the log says when recording works again');
 
+# An attempt row that is already there, as after someone set a delivery's
+# attempts back by hand: the recording's plain insert fails on it, and the
+# careful try that follows keeps that row and records the rest, quietly.
+sql("SELECT webhooks.create_endpoint('initech', '"
+	  . receiver_url($r, '/initech')
+	  . "', ARRAY['contact.replied'])");
+$offset = -s $node->logfile;
+sql(q{
+BEGIN;
+SELECT webhooks.emit('contact.replied', 'initech', '{"contactId": "i", "channel": "email"}')
+  FROM generate_series(1, 3);
+INSERT INTO webhooks.delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code)
+SELECT min(d.id), 1, now(), 4242, 299
+  FROM webhooks.deliveries d JOIN webhooks.events e ON e.id = d.event_id
+ WHERE e.company_id = 'initech';
+COMMIT;
+});
+ok( $node->poll_query_until(
+		'postgres', q{
+SELECT count(*) FILTER (WHERE d.status = 'delivered' AND d.attempts = 1) = 3
+  FROM webhooks.deliveries d JOIN webhooks.events e ON e.id = d.event_id
+ WHERE e.company_id = 'initech'}),
+	'deliveries whose attempt row is already there are recorded');
+is( sql(
+		q{SELECT count(*) || ' ' || count(*) FILTER (WHERE a.duration_ms = 4242)
+  FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+  JOIN webhooks.events e ON e.id = d.event_id WHERE e.company_id = 'initech'}),
+	'3 1',
+	'one attempt row each, the one that was there kept');
+$log = kw_log_since($node, $offset);
+unlike($log, qr/duplicate key|could not record/,
+	'and the log says nothing of it');
+
 done_testing();
