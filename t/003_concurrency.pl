@@ -73,12 +73,16 @@ $node->poll_query_until('postgres',
 	"SELECT status = 'delivered' FROM webhooks.deliveries WHERE event_id = '$warm'"
 ) or die "warm-up delivery did not happen";
 
-# idle: nothing pending, every worker sleeping on its latch
+# idle: nothing pending, every worker sleeping on its latch, and none has
+# turned its loop for 1.5 s.  While a worker still knows of an endpoint
+# with deliveries it looks at the queue again every second; once it knows
+# of none, it looks only every minute unless a commit wakes it.
 $node->poll_query_until(
 	'postgres', q{
 SELECT (SELECT count(*) FROM webhooks.deliveries WHERE status = 'pending') = 0
    AND (SELECT count(*) > 0
-               AND bool_and(state = 'idle' AND wait_event_type = 'Extension')
+               AND bool_and(state = 'idle' AND wait_event_type = 'Extension'
+                            AND state_change < now() - interval '1.5 s')
           FROM pg_stat_activity
          WHERE backend_type = 'konvox_webhooks worker')})
   or die "worker did not go idle";
@@ -90,8 +94,9 @@ ok($log, 'the event emitted while the worker was idle arrived');
 my ($arrival) = map { $_->{t} }
   grep { $_->{headers}{'webhook-id'} eq $wake } @{ $log // [] };
 $arrival //= 1e12;
-ok( $arrival - $t0 < 2,
-	sprintf('it arrived %.3f s after emit() was called (no poll delay)',
+ok( $arrival - $t0 < 30,
+	sprintf(
+		'it arrived %.3f s after emit() was called, not at the next look a minute on',
 		$arrival - $t0));
 
 ###

@@ -241,23 +241,25 @@ my $rn = kw_receiver('nodb');
 is($nodb->safe_psql('postgres', 'SELECT 1'), '1', 'the server runs');
 my $db_wait_re = qr/konvox_webhooks.*wait.*kwdb|konvox_webhooks.*kwdb.*wait/i;
 my $fatal_re = qr/FATAL:\s+database "kwdb" does not exist/;
-sleep(3);
+$nodb->wait_for_log($db_wait_re, 0);
 my $early = kw_log_since($nodb, 0);
-sleep(8);    # over 10 s in all: two restart intervals of a crashing worker
+# a window to count restarts in, not a wait for a condition: longer than
+# two restart intervals of a crashing worker
+sleep(11);
 $log = kw_log_since($nodb, 0);
 my $db_waits = count_lines($log, $db_wait_re);
 note(
 	sprintf(
-		'database missing, over ~11 s: %d "started" lines (%d at 3 s), %d waiting lines, %d FATAL "does not exist", %d worker exits',
+		'database missing, over ~11 s: %d "started" lines (%d at the first wait), %d waiting lines, %d FATAL "does not exist", %d worker exits',
 		count_lines($log, $started_re), count_lines($early, $started_re),
 		$db_waits, count_lines($log, $fatal_re), count_lines($log, $crash_re)));
 ok($db_waits >= 1, 'the worker logged that it waits for database "kwdb"');
 ok($db_waits <= $nworkers + 1, 'once (per worker at most)');
 is($db_waits, count_lines($early, $db_wait_re),
-	'and not again after the first 3 s');
+	'and not again in the 11 s after the first');
 is(count_lines($log, $started_re),
 	count_lines($early, $started_re),
-	'nothing started again between 3 s and 11 s: no crash loop');
+	'nothing started again in those 11 s: no crash loop');
 is(count_lines($log, $fatal_re), 0, 'no FATAL "database does not exist"');
 is(count_lines($log, $crash_re), 0, 'no worker crashed or exited');
 

@@ -27,6 +27,7 @@ my $node = kw_node(
 konvox_webhooks.allow_private_targets = off
 konvox_webhooks.request_timeout = '1s'
 konvox_webhooks.max_attempts = 1
+konvox_webhooks.workers = 1
 });
 my $r = kw_receiver();
 my $p = $r->{port};
@@ -164,8 +165,10 @@ $node->safe_psql('postgres',
 	  . receiver_url($r, '/flip')
 	  . "', ARRAY['enrollment.created'])");
 
-# Four events, so that every worker (deliveries are shared among them by id)
-# has a request, and so a connection, to the receiver.  Returns their ids.
+# Four events to the receiver; returns their ids.  One worker, so that the
+# requests after the setting is turned off are made by the worker that
+# kept the connections of those before: only the check on a kept-alive
+# connection can refuse them.
 sub emit_flip
 {
 	my @ids = split /\n/,

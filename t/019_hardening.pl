@@ -58,8 +58,11 @@ my $wait = $a->safe_psql('later',
 	qq{SELECT extract(epoch FROM a.started_at - e.created_at)
 	     FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
 	     JOIN webhooks.events e ON e.id = d.event_id WHERE e.id = '$first_event'});
-cmp_ok($wait, '<', 1,
-	"the first event after CREATE DATABASE and CREATE EXTENSION went out within a second ($wait s)");
+# Unwoken, the launcher would find the database at its next look, 5 s
+# after the line waited for, so the event (created over a second later,
+# after CREATE DATABASE and CREATE EXTENSION) would wait 3 s or more.
+cmp_ok($wait, '<', 2,
+	"the first event after CREATE DATABASE and CREATE EXTENSION went out at once ($wait s)");
 
 $a->wait_for_log(qr/could not start delivery worker 2: no background worker slot is free/);
 is( $a->safe_psql('later',
@@ -69,10 +72,10 @@ is( $a->safe_psql('later',
 kw_emit_many($a, 'later', 'acme', 20);
 kw_wait_drained($a, 'later', 'acme');
 is( $a->safe_psql('later',
-		"SELECT count(*) FILTER (WHERE status = 'delivered') || ' ' || count(DISTINCT id % 2) FROM webhooks.deliveries"
+		"SELECT count(*) FILTER (WHERE status = 'delivered') || ' of ' || count(*) FROM webhooks.deliveries"
 	),
-	'21 2',
-	'the one worker sent every delivery, of odd ids and of even');
+	'21 of 21',
+	'the one worker sent every delivery');
 
 # a restore in progress: the events and deliveries are loaded before the
 # endpoints are, and the endpoints' id sequence may be set before them too

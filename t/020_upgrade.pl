@@ -15,12 +15,13 @@ use KwTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-# A first retry 5 s after a failure: long enough for the upgrade to happen
-# while it is scheduled, short enough not to slow the test much.
+# A first retry 10 s after a failure (9 s at the earliest): long enough for
+# the checks of 1.0 and the upgrade to happen while it is scheduled, even
+# on a loaded machine, short enough not to slow the test much.
 my $node = kw_node(
 	'upgrade',
 	no_extension => 1,
-	conf => "konvox_webhooks.retry_base_delay = '5s'\n");
+	conf => "konvox_webhooks.retry_base_delay = '10s'\n");
 my $r = kw_receiver();
 
 sub sql

@@ -247,10 +247,9 @@ my $before_restart = sql($counts_query);
 $node->restart;
 my $log_offset = -s $node->logfile;
 
-# A delivery made after the restart is recorded after the first turn of
-# the worker that records it, which for the first worker is when it would
-# have deleted, were retention on.  Deliveries are shared among the workers
-# by id: two in a row, one for each.
+# Deliveries made after the restart are attempted; then, once every
+# worker waits idle, each has made a turn of its loop, and the first one's
+# turn is when it would have deleted, were retention on.
 my $marker = sql(
 	q{SELECT webhooks.emit('contact.replied', 'acme', '{"contactId": "marker", "channel": "email"}')}
 );
@@ -262,6 +261,12 @@ SELECT count(*) = 2 FROM webhooks.deliveries d JOIN webhooks.events e ON e.id = 
  WHERE e.data ->> 'contactId' = 'marker' AND d.attempts = 1
     OR e.data ->> 'enrollmentId' = 'marker' AND d.attempts = 1}),
 	'after the restart, the worker has made its first attempts');
+ok( $node->poll_query_until(
+		'postgres', q{
+SELECT count(*) = current_setting('konvox_webhooks.workers')::int
+       AND bool_and(state = 'idle' AND wait_event_type = 'Extension')
+  FROM pg_stat_activity WHERE backend_type = 'konvox_webhooks worker'}),
+	'every worker has made a turn of its loop');
 like(
 	sql($counts_query),
 	qr/^12 events, 11 deliveries \(5 pending\), 11 attempts$/,

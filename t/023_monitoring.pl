@@ -63,7 +63,15 @@ ok( $node->poll_query_until(
 		'postgres',
 		"SELECT in_flight = 6 AND due_now = 6 FROM webhooks.worker_status()"),
 	'worker_status(): 6 requests in flight, and due');
-my $stats = receiver_stats($r);
+# handed to libcurl is not yet received: look until the receiver has them
+# all, within the 3 s they take
+my $stats;
+for (1 .. 100)
+{
+	$stats = receiver_stats($r);
+	last if $stats->{in_flight} == 6;
+	select(undef, undef, undef, 0.02);
+}
 is($stats->{in_flight}, 6, 'the receiver is handling 6 requests');
 is( sql($activity_query),
 	join(', ', ('active delivering webhooks') x $nworkers),

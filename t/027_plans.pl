@@ -65,27 +65,55 @@ my %shape = (
 );
 my $forbidden = qr/Seq Scan|Bitmap|Hash|Merge|Sort|Materialize/;
 
+# What the plans of the statements that fail deliveries must show: those
+# of a phase of deliveries that cannot be sent.
+my %fail_shape = (
+	'missing endpoints' => [
+		qr/Index (Only )?Scan using endpoints_pkey on endpoints e/,
+		qr/Index (Only )?Scan using deleted_endpoints_pkey on deleted_endpoints t/
+	],
+	"fail an endpoint's deliveries" => [
+		qr/Nested Loop/,
+		qr/Index Scan using deliveries_(due|endpoint)_idx on deliveries d/
+	],
+	'fail deliveries' => [
+		qr/Nested Loop/, qr/Index Scan using deliveries_pkey on deliveries d/
+	],
+);
+
 # With auto_explain on, do the work of a phase and wait until the
-# company's deliveries are all done; then check the plans of that phase.
+# company's deliveries are all done (or, without a company, every
+# delivery); then check the plans of that phase, of the statements of
+# %shape or of those given.
 sub check_phase
 {
-	my ($phase, $work, $company) = @_;
+	my ($phase, $work, $company, $shape) = @_;
+	$shape //= \%shape;
 	my $offset = -s $node->logfile;
 	sql("ALTER SYSTEM SET auto_explain.log_min_duration = 0; SELECT pg_reload_conf()");
 	$node->wait_for_log(qr/parameter "auto_explain.log_min_duration" changed to "0"/,
 		$offset);
 	$work->();
-	kw_wait_drained($node, 'postgres', $company);
+	if (defined $company)
+	{
+		kw_wait_drained($node, 'postgres', $company);
+	}
+	else
+	{
+		$node->poll_query_until('postgres',
+			"SELECT count(*) = 0 FROM webhooks.deliveries WHERE status = 'pending'")
+		  or die "the deliveries did not finish";
+	}
 	sql("ALTER SYSTEM SET auto_explain.log_min_duration = -1; SELECT pg_reload_conf()");
 
 	my %plans = worker_plans($offset);
-	for my $stmt (sort keys %shape)
+	for my $stmt (sort keys %$shape)
 	{
 		my @p = @{ $plans{$stmt} // [] };
 		ok(@p > 0, "$phase: the workers ran '$stmt' (" . scalar(@p) . ' plans logged)');
 		my @bad = grep {
 			my $plan = $_;
-			$plan =~ $forbidden || grep { $plan !~ $_ } @{ $shape{$stmt} }
+			$plan =~ $forbidden || grep { $plan !~ $_ } @{ $shape->{$stmt} }
 		} @p;
 		is(scalar @bad, 0, "$phase: every plan of '$stmt' has its shape")
 		  or diag("a plan of '$stmt':\n" . $bad[0]);
@@ -140,5 +168,27 @@ check_phase(
 		sql("UPDATE webhooks.deliveries SET next_attempt_at = now() WHERE status = 'pending'");
 	},
 	'history');
+
+# 4. with those statistics, deliveries that cannot be sent: some whose
+#    event has been missing for two days, and a backlog to an endpoint deleted meanwhile (its
+#    id in deleted_endpoints, as the endpoints' trigger leaves it)
+check_phase(
+	'deliveries that cannot be sent',
+	sub {
+		sql(qq{
+INSERT INTO webhooks.deliveries (event_id, endpoint_id, created_at)
+SELECT gen_random_uuid(), $ep, now() - interval '2 days' FROM generate_series(1, 3);
+INSERT INTO webhooks.deleted_endpoints (id) VALUES (999999999);
+INSERT INTO webhooks.deliveries (event_id, endpoint_id)
+SELECT id, 999999999 FROM webhooks.events WHERE company_id = 'history' LIMIT 500;
+});
+	},
+	undef,
+	\%fail_shape);
+is( sql(
+		"SELECT string_agg(DISTINCT last_error, ', ' ORDER BY last_error) FROM webhooks.deliveries WHERE endpoint_id = 999999999 OR (endpoint_id = $ep AND status = 'failed')"
+	),
+	'endpoint deleted, event missing',
+	'they are failed, endpoint deleted and event missing');
 
 done_testing();

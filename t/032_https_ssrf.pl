@@ -22,6 +22,7 @@ my $node = kw_node(
 konvox_webhooks.allow_private_targets = off
 konvox_webhooks.max_attempts = 1
 konvox_webhooks.request_timeout = '1s'
+konvox_webhooks.workers = 1
 });
 my $r = kw_receiver('tls', tls => 'good');
 my $p = $r->{port};
@@ -40,8 +41,10 @@ for my $company (sort keys %url)
 # the last delivery id of the previous emit_all()
 my $done = 0;
 
-# Emit 4 events to each company (so that both workers have requests) and
-# wait until their deliveries are finished.  Returns company => the
+# Emit 4 events to each company and wait until their deliveries are
+# finished.  One worker, so that the requests after the setting is turned
+# off are made by the worker that kept the connections of those before:
+# only the check on a kept-alive connection can refuse them.  Returns company => the
 # distinct "status code|error|status" of its deliveries.
 sub emit_all
 {
