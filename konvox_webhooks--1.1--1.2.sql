@@ -525,6 +525,37 @@ COMMENT ON FUNCTION webhooks._purge_batch(timestamptz, integer) IS
 'Delete up to batch finished deliveries created before cutoff, with their attempts, up to batch events older than cutoff that no delivery refers to, and up to batch ids of endpoints deleted over a day ago';
 
 ---------------------------------------------------------------------------
+-- A comment on every column
+---------------------------------------------------------------------------
+
+-- A delivery also fails without any attempt (its endpoint deactivated,
+-- deleted or missing, its event missing), and the circuit breaker records
+-- attempts that sent no request.
+COMMENT ON TABLE webhooks.delivery_attempts IS
+'One row per attempt: an HTTP request, or an attempt recorded as not sent (its endpoint failing, its secret or headers not valid), whose error says why';
+COMMENT ON COLUMN webhooks.deliveries.status IS
+'pending (waiting or in flight), delivered (a 2xx came back) or failed (max_attempts used up, or its endpoint deactivated, deleted or missing, or its event missing)';
+COMMENT ON COLUMN webhooks.deliveries.last_error IS
+'Why the last attempt failed, or why the delivery failed without one; NULL on success';
+
+COMMENT ON COLUMN webhooks.endpoints.id IS 'Endpoint id';
+COMMENT ON COLUMN webhooks.endpoints.description IS 'Free text for the company''s own use';
+COMMENT ON COLUMN webhooks.endpoints.created_at IS 'When the endpoint was registered';
+COMMENT ON COLUMN webhooks.events.event IS 'Event type name (webhooks.event_types.name), sent as the envelope''s type';
+COMMENT ON COLUMN webhooks.events.company_id IS 'The company whose endpoints receive the event';
+COMMENT ON COLUMN webhooks.events.data IS 'The event''s data, checked against its event type, sent as the envelope''s data';
+COMMENT ON COLUMN webhooks.deliveries.id IS 'Delivery id';
+COMMENT ON COLUMN webhooks.deliveries.event_id IS 'The event delivered (webhooks.events.id)';
+COMMENT ON COLUMN webhooks.deliveries.endpoint_id IS 'The endpoint it goes to (webhooks.endpoints.id)';
+COMMENT ON COLUMN webhooks.deliveries.created_at IS 'When the delivery was written, with its event';
+COMMENT ON COLUMN webhooks.deliveries.finished_at IS 'When it was delivered or failed; NULL while pending';
+COMMENT ON COLUMN webhooks.delivery_attempts.delivery_id IS 'The delivery attempted (webhooks.deliveries.id)';
+COMMENT ON COLUMN webhooks.delivery_attempts.started_at IS 'When the request started, or when the attempt was recorded as not sent';
+COMMENT ON COLUMN webhooks.delivery_attempts.duration_ms IS 'From the start of the request to its end, in milliseconds; 0 for an attempt recorded as not sent by the circuit breaker';
+COMMENT ON COLUMN webhooks.deleted_endpoints.id IS 'Id of an endpoint deleted or truncated';
+COMMENT ON COLUMN webhooks.deleted_endpoints.deleted_at IS 'When it was deleted; retention removes the row a day later';
+
+---------------------------------------------------------------------------
 -- Privileges: PUBLIC gets nothing
 ---------------------------------------------------------------------------
 

@@ -598,4 +598,18 @@ RESET ROLE;
 REVOKE USAGE ON SCHEMA webhooks FROM regress_kw_ops_nobody;
 DROP ROLE regress_kw_ops_nobody;
 
+-- every table, and every column of the tables, says what it holds
+SELECT c.relname, a.attname
+  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+ WHERE c.relnamespace = 'webhooks'::regnamespace AND c.relkind = 'r'
+   AND a.attnum > 0 AND NOT a.attisdropped
+   AND col_description(c.oid, a.attnum) IS NULL
+ ORDER BY 1, 2;
+SELECT c.relname
+  FROM pg_class c
+ WHERE c.relnamespace = 'webhooks'::regnamespace AND c.relkind IN ('r', 'v')
+   AND obj_description(c.oid, 'pg_class') IS NULL
+ ORDER BY 1;
+
 DROP EXTENSION konvox_webhooks CASCADE;
+
