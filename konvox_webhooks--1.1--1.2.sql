@@ -529,12 +529,12 @@ COMMENT ON FUNCTION webhooks._purge_batch(timestamptz, integer) IS
 ---------------------------------------------------------------------------
 
 -- A delivery also fails without any attempt (its endpoint deactivated,
--- deleted or missing, its event missing), and the circuit breaker records
--- attempts that sent no request.
+-- deleted, missing or of another company, its event missing or unusable),
+-- and attempts are recorded that sent no request.
 COMMENT ON TABLE webhooks.delivery_attempts IS
 'One row per attempt: an HTTP request, or an attempt recorded as not sent (its endpoint failing, its secret or headers not valid), whose error says why';
 COMMENT ON COLUMN webhooks.deliveries.status IS
-'pending (waiting or in flight), delivered (a 2xx came back) or failed (max_attempts used up, or its endpoint deactivated, deleted or missing, or its event missing)';
+'pending (waiting or in flight), delivered (a 2xx came back) or failed (max_attempts used up, or at once when it cannot be sent: its endpoint deactivated, deleted, missing or of another company, its event missing or unusable; last_error says why)';
 COMMENT ON COLUMN webhooks.deliveries.last_error IS
 'Why the last attempt failed, or why the delivery failed without one; NULL on success';
 
@@ -547,13 +547,13 @@ COMMENT ON COLUMN webhooks.events.data IS 'The event''s data, checked against it
 COMMENT ON COLUMN webhooks.deliveries.id IS 'Delivery id';
 COMMENT ON COLUMN webhooks.deliveries.event_id IS 'The event delivered (webhooks.events.id)';
 COMMENT ON COLUMN webhooks.deliveries.endpoint_id IS 'The endpoint it goes to (webhooks.endpoints.id)';
-COMMENT ON COLUMN webhooks.deliveries.created_at IS 'When the delivery was written, with its event';
+COMMENT ON COLUMN webhooks.deliveries.created_at IS 'When the delivery was written: with its event, or by redeliver()';
 COMMENT ON COLUMN webhooks.deliveries.finished_at IS 'When it was delivered or failed; NULL while pending';
 COMMENT ON COLUMN webhooks.delivery_attempts.delivery_id IS 'The delivery attempted (webhooks.deliveries.id)';
 COMMENT ON COLUMN webhooks.delivery_attempts.started_at IS 'When the request started, or when the attempt was recorded as not sent';
-COMMENT ON COLUMN webhooks.delivery_attempts.duration_ms IS 'From the start of the request to its end, in milliseconds; 0 for an attempt recorded as not sent by the circuit breaker';
+COMMENT ON COLUMN webhooks.delivery_attempts.duration_ms IS 'From the start of the request to its end, in milliseconds; 0 for an attempt recorded as not sent';
 COMMENT ON COLUMN webhooks.deleted_endpoints.id IS 'Id of an endpoint deleted or truncated';
-COMMENT ON COLUMN webhooks.deleted_endpoints.deleted_at IS 'When it was deleted; retention removes the row a day later';
+COMMENT ON COLUMN webhooks.deleted_endpoints.deleted_at IS 'When it was deleted; retention removes the row a day later (with retention = 0, purge() does)';
 
 ---------------------------------------------------------------------------
 -- Privileges: PUBLIC gets nothing

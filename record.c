@@ -13,9 +13,9 @@
  * speculative insertion costs each row a second probe of the key, a lock
  * and a second WAL record.  The row's number is the delivery's attempts
  * plus one, checked by the same statement, so it is already there only if
- * someone set attempts back by hand.  Then the batch fails, and is tried
- * again at once with ON CONFLICT DO NOTHING, which keeps the row that was
- * there; only that second try is reported.
+ * someone set attempts back by hand.  Then the batch fails on the key, and
+ * is tried again at once with ON CONFLICT DO NOTHING, which keeps the row
+ * that was there; that failure is not reported, the second try's would be.
  *
  * When recording fails (a statement_timeout, a read-only database, a full
  * disk, a trigger of yours that errors), the batch is tried again row by
@@ -345,12 +345,14 @@ kw_record_not_sent(Datum *ids, int32 *attempts, int64 *endpoints,
 
 /*
  * Record the outcomes of n finished requests in one transaction, carefully
- * or not (kw_write_outcomes).  Returns false if it failed; the error goes
- * to the log only when report is true, and its message into error.
+ * or not (kw_write_outcomes).  Returns false if it failed, with the error's
+ * code in *sqlerrcode; the error goes to the log only when report is true,
+ * unless it is the conflict that the careful try is for, and its message
+ * into error.
  */
 static bool
 kw_record_batch(KwRequest **reqs, int n, bool careful, bool report,
-				char *error, int errorlen)
+				char *error, int errorlen, int *sqlerrcode)
 {
 	MemoryContext old = CurrentMemoryContext;
 	volatile bool ok = true;
@@ -416,7 +418,14 @@ kw_record_batch(KwRequest **reqs, int n, bool careful, bool report,
 	}
 	PG_CATCH();
 	{
+		ErrorData  *edata;
+
 		MemoryContextSwitchTo(old);
+		edata = CopyErrorData();
+		*sqlerrcode = edata->sqlerrcode;
+		FreeErrorData(edata);
+		if (!careful && *sqlerrcode == ERRCODE_UNIQUE_VIOLATION)
+			report = false;
 		kw_recover_with_message(report, error, errorlen);
 		ok = false;
 	}
@@ -443,10 +452,15 @@ kw_record(void)
 	int			ndone = 0;
 	int			nleft = 0;
 	char		error[KW_ERROR_LEN] = "";
+	int			sqlerrcode = 0;
+	bool		recorded;
 
-	if (kw_record_batch(batch, n, false, false, NULL, 0) ||
-		kw_record_batch(batch, n, true, kw_record_failures == 0, error,
-						sizeof(error)))
+	recorded = kw_record_batch(batch, n, false, kw_record_failures == 0,
+							   error, sizeof(error), &sqlerrcode);
+	if (!recorded && sqlerrcode == ERRCODE_UNIQUE_VIOLATION)
+		recorded = kw_record_batch(batch, n, true, kw_record_failures == 0,
+								   error, sizeof(error), &sqlerrcode);
+	if (recorded)
 	{
 		memcpy(done, batch, sizeof(KwRequest *) * n);
 		ndone = n;
@@ -455,7 +469,8 @@ kw_record(void)
 	{
 		for (int i = 0; i < n; i++)
 		{
-			if (n > 1 && kw_record_batch(&batch[i], 1, true, false, NULL, 0))
+			if (n > 1 && kw_record_batch(&batch[i], 1, true, false, NULL, 0,
+										 &sqlerrcode))
 				done[ndone++] = batch[i];
 			else
 				left[nleft++] = batch[i];
