@@ -69,15 +69,6 @@ typedef int ProcNumber;
 #endif
 
 /*
- * 16 removed override search paths (PushOverrideSearchPath()), which
- * change where names resolve without setting search_path; emit() pins its
- * search_path with one where they exist (see kw_pin_search_path()).
- */
-#if PG_VERSION_NUM < 160000
-#define KW_HAVE_OVERRIDE_SEARCH_PATH
-#endif
-
-/*
  * 18: pg_b64_encode() reads, and pg_b64_decode() writes, bytes (uint8)
  * rather than char.
  */

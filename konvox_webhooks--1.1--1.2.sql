@@ -21,11 +21,6 @@ ALTER FUNCTION webhooks._purge_batch(timestamptz, integer) SET search_path = pg_
 ALTER FUNCTION webhooks.purge(interval) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION webhooks.purge_company(text) SET search_path = pg_catalog, pg_temp;
 
--- emit() pins its search_path itself, in C, for as long as it runs: the
--- SET clause of its declaration cost about a tenth of each call on
--- PostgreSQL 15, which the C pin does not (kw_pin_search_path()).
-ALTER FUNCTION webhooks.emit(text, text, jsonb) RESET search_path;
-
 ---------------------------------------------------------------------------
 -- rotate_secret() repairs a secret that cannot sign
 ---------------------------------------------------------------------------
@@ -233,13 +228,13 @@ COMMENT ON INDEX webhooks.events_idempotency_idx IS
 -- three-argument function keeps its grants, the triggers and functions of
 -- the application that depend on it, and the deployment scripts that name
 -- it; a call with three arguments resolves to it as before, at the same
--- cost.  Without a default on either, no call is ambiguous.  Like the
--- first, it pins its search_path in C rather than with a SET clause.
+-- cost.  Without a default on either, no call is ambiguous.
 CREATE FUNCTION webhooks.emit(event text, company_id text, data jsonb,
                               idempotency_key text)
 RETURNS uuid
 AS 'MODULE_PATHNAME', 'kw_emit'
-LANGUAGE C VOLATILE SECURITY DEFINER PARALLEL UNSAFE;
+LANGUAGE C VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION webhooks.emit(text, text, jsonb, text) IS
 'emit() with an idempotency key: if the company already has an event of this type with this key, return its id and write nothing; a NULL key is emit() without one';
 

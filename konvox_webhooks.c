@@ -18,7 +18,6 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/base64.h"
@@ -96,8 +95,6 @@ void		_PG_init(void);
 
 static void kw_check_company_id(text *company_id);
 static void kw_check_idempotency_key(text *key);
-static int	kw_pin_search_path(void);
-static void kw_unpin_search_path(int nestlevel);
 static bool kw_check_ca_file(char **newval, void **extra, GucSource source);
 static bool kw_check_proxy(char **newval, void **extra, GucSource source);
 static bool kw_check_no_proxy(char **newval, void **extra, GucSource source);
@@ -705,74 +702,18 @@ kw_wake_worker_sql(PG_FUNCTION_ARGS)
 }
 
 /*
- * Pin the search_path to the catalog for the rest of an emit(), as a SET
- * clause in its declaration would, and return what kw_unpin_search_path()
- * needs to undo it.  emit() runs as the extension's owner, and the CHECK
- * constraints and index expressions of the outbox, which a superuser may
- * add, are planned and run inside its inserts under the search_path of the
- * moment: unpinned, a SQL function in such a constraint would resolve its
- * operators through the caller's path, as the owner (t/024_search_path.pl).
- *
- * A SET clause costs about a tenth of an emit() of one delivery on 15,
- * whose AtEOXact_GUC() walks every setting at each call.  Where override
- * search paths exist (before 16), the pin is one instead, and costs next
- * to nothing: names resolve in pg_catalog alone, not even in pg_temp.
- * Under an override, a SET search_path of a function called beneath it
- * has no effect; PostgreSQL stopped using overrides because an override
- * naming a schema that an attacker could write thereby defeated the
- * protective SET of such functions (CVE-2023-2454).  This one names only
- * pg_catalog, which nobody but a superuser can write, so a function
- * beneath it finds nothing but the catalog's objects, whatever its own
- * SET says.  From 16 on, search_path is set and undone as a SET clause
- * does it.  Either way an error undoes the pin with the (sub)transaction.
- */
-static int
-kw_pin_search_path(void)
-{
-#ifdef KW_HAVE_OVERRIDE_SEARCH_PATH
-	static List *catalog_only = NIL;
-	OverrideSearchPath path;
-
-	if (catalog_only == NIL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		catalog_only = list_make1_oid(PG_CATALOG_NAMESPACE);
-		MemoryContextSwitchTo(old);
-	}
-	memset(&path, 0, sizeof(path));
-	path.schemas = catalog_only;
-	PushOverrideSearchPath(&path);
-	return 0;
-#else
-	int			nestlevel = NewGUCNestLevel();
-
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-	return nestlevel;
-#endif
-}
-
-static void
-kw_unpin_search_path(int nestlevel)
-{
-#ifdef KW_HAVE_OVERRIDE_SEARCH_PATH
-	PopOverrideSearchPath();
-#else
-	AtEOXact_GUC(true, nestlevel);
-#endif
-}
-
-/*
  * webhooks.emit(event, company_id, data [, idempotency_key]) RETURNS uuid
  *
  * Validate, then write the event and its deliveries in the caller's
  * transaction (see outbox.c), and have the worker woken at commit.  With a
  * key that the company already used for the event type, write nothing and
- * return the id of that event.  Declared SECURITY DEFINER, so an
- * application role needs no privilege on the tables, and pins its own
- * search_path (see above).
+ * return the id of that event.  Declared SECURITY DEFINER with a pinned
+ * search_path, so an application role needs no privilege on the tables.
+ * Setting that search_path at each call costs about a tenth of an emit()
+ * of one delivery, and must stay in the declaration all the same: the
+ * CHECK constraints and index expressions of the outbox, which a superuser
+ * may add, are planned and run inside the inserts under the search_path
+ * of the moment (t/024_search_path.pl).
  */
 Datum
 kw_emit(PG_FUNCTION_ARGS)
@@ -784,7 +725,6 @@ kw_emit(PG_FUNCTION_ARGS)
 	char	   *event_name;
 	Datum		id;
 	Size		size;
-	int			nestlevel;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -803,7 +743,6 @@ kw_emit(PG_FUNCTION_ARGS)
 				 errhint("Pass the event's fields as a JSON object.")));
 
 	PreventCommandIfReadOnly("webhooks.emit()");
-	nestlevel = kw_pin_search_path();
 
 	event = PG_GETARG_TEXT_PP(0);
 	company_id = PG_GETARG_TEXT_PP(1);
@@ -836,12 +775,10 @@ kw_emit(PG_FUNCTION_ARGS)
 									  data, key, &ndeliveries);
 		if (ndeliveries > 0)
 			kw_wake_worker();
-		kw_unpin_search_path(nestlevel);
 		PG_RETURN_UUID_P(result);
 	}
 	if (kw_write_event(DatumGetUUIDP(id), event, company_id, data) > 0)
 		kw_wake_worker();
-	kw_unpin_search_path(nestlevel);
 
 	PG_RETURN_DATUM(id);
 }
