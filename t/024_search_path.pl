@@ -164,6 +164,58 @@ is(scalar(@emitted), 5, 'the owner emitted with public ahead of pg_catalog');
 is($emitted[4], $emitted[3],
 	'and the keyed emit() found its event under that search_path');
 
+# A second check of the superuser's, whose query a parallel worker runs
+# when the owner asks for one.  A worker takes the leader's settings, not
+# what else the leader resolves names through: emit() must pin the
+# search_path setting (as its declaration does), not only where names
+# resolve in its own process (as an override search path would), or the
+# worker resolves lower() through the owner's path, as the superuser.
+# The look-alike cannot write in a worker, so it warns, which the owner's
+# session and the server log would show.
+sql(q{
+CREATE TABLE audit.companies (id text PRIMARY KEY);
+INSERT INTO audit.companies VALUES ('acme'), ('globex');
+CREATE FUNCTION audit.norm(t text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$BEGIN RETURN lower(t); END$$;
+CREATE FUNCTION audit.company_known(c text) RETURNS boolean
+    LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    PERFORM FROM audit.companies k WHERE audit.norm(k.id) = audit.norm(c);
+    RETURN FOUND;
+END$$;
+ALTER TABLE webhooks.events ADD CONSTRAINT company_known
+    CHECK (audit.company_known(company_id));
+});
+sql(q{
+CREATE FUNCTION public.lower(t text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE WARNING 'look-alike lower(text) called by %', current_user;
+    RETURN pg_catalog.lower(t);
+END;
+$$;
+}, user => 'mallory');
+{
+	my $parallel =
+	  $node->safe_psql('postgres', 'SHOW server_version_num') >= 160000
+	  ? 'debug_parallel_query'
+	  : 'force_parallel_mode';
+	my ($ret, $out, $err) = $node->psql(
+		'postgres', qq{SET search_path = public, pg_catalog, pg_temp;
+SET $parallel = on;
+SET parallel_leader_participation = off;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SELECT webhooks.emit('enrollment.created', 'acme',
+       '{"enrollmentId": "e3", "contactId": "c1", "campaignId": "k1"}');
+SELECT webhooks.emit('enrollment.created', 'acme',
+       '{"enrollmentId": "e4", "contactId": "c1", "campaignId": "k1"}', 'key-2')},
+		extra_params => [ '-U', 'mallory' ]);
+	is($ret, 0, 'the owner emitted with parallel workers asked for');
+	unlike($err, qr/look-alike/,
+		'no look-alike ran in a parallel worker beneath emit()');
+}
+
 # a superuser's migration fires emit_trigger(), in both argument forms
 sql(q{
 CREATE TRIGGER replied AFTER INSERT ON shop.replies FOR EACH ROW
