@@ -327,6 +327,14 @@ is( sql(
 	),
 	'0',
 	'1.2: every SQL and PL/pgSQL function pins its search_path');
+is( sql(
+		q{SELECT count(*) FROM pg_proc p
+	   WHERE p.pronamespace = 'webhooks'::regnamespace AND p.prosecdef
+	     AND NOT coalesce(p.proconfig @> '{"search_path=pg_catalog, pg_temp"}', false)}
+	),
+	'0',
+	'1.2: every SECURITY DEFINER function, emit() included, pins it in its declaration'
+);
 
 my $log = kw_log_since($node, 0);
 unlike($log, qr/ERROR:/, 'no error in the server log, before or after the updates');
