@@ -38,7 +38,7 @@ include $(PGXS)
 endif
 
 $(OBJS): konvox_webhooks.h compat.h
-claim.o endpoint.o konvox_webhooks.o launcher.o record.o retention.o worker.o: worker.h
+claim.o endpoint.o record.o retention.o worker.o: worker.h
 
 .PHONY: test test-all demo bench deps
 

@@ -335,6 +335,14 @@ is( sql(
 	'0',
 	'1.2: every SECURITY DEFINER function, emit() included, pins it in its declaration'
 );
+is( sql(
+		q{SELECT count(*) FROM pg_proc p
+	   WHERE p.oid IN ('webhooks.emit(text, text, jsonb)'::regprocedure,
+	                   'webhooks.emit(text, text, jsonb, text)'::regprocedure)
+	     AND p.prosecdef}
+	),
+	'2',
+	'1.2: both emit() functions are SECURITY DEFINER');
 
 my $log = kw_log_since($node, 0);
 unlike($log, qr/ERROR:/, 'no error in the server log, before or after the updates');

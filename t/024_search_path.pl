@@ -6,8 +6,9 @@
 # ALTER ROLE owner SUPERUSER.  Then events are emitted, delivered, retried,
 # redelivered and purged, retention runs, endpoints are changed, and a
 # superuser fires emit_trigger() with public in its search_path, as a
-# migration would.  The owner is never a superuser and no look-alike is
-# ever called.
+# migration would, and the owner emits with parallel workers running a
+# superuser's check on the outbox.  The owner is never a superuser and no
+# look-alike is ever called.
 
 use strict;
 use warnings;
@@ -171,12 +172,20 @@ is($emitted[4], $emitted[3],
 # resolve in its own process (as an override search path would), or the
 # worker resolves lower() through the owner's path, as the superuser.
 # The look-alike cannot write in a worker, so it warns, which the owner's
-# session and the server log would show.
+# session and the server log would show.  norm() tells which backend runs
+# it when the session asks (a setting, which workers take too), so that
+# the test knows a worker ran it.
 sql(q{
 CREATE TABLE audit.companies (id text PRIMARY KEY);
 INSERT INTO audit.companies VALUES ('acme'), ('globex');
 CREATE FUNCTION audit.norm(t text) RETURNS text
-    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$BEGIN RETURN lower(t); END$$;
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    IF pg_catalog.current_setting('kwtest.report_backend', true) IS NOT NULL THEN
+        RAISE NOTICE 'norm() ran in backend %', pg_catalog.pg_backend_pid();
+    END IF;
+    RETURN lower(t);
+END$$;
 CREATE FUNCTION audit.company_known(c text) RETURNS boolean
     LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -202,6 +211,8 @@ $$;
 	  : 'force_parallel_mode';
 	my ($ret, $out, $err) = $node->psql(
 		'postgres', qq{SET search_path = public, pg_catalog, pg_temp;
+SET kwtest.report_backend = on;
+SELECT pg_catalog.pg_backend_pid();
 SET $parallel = on;
 SET parallel_leader_participation = off;
 SET parallel_setup_cost = 0;
@@ -212,9 +223,14 @@ SELECT webhooks.emit('enrollment.created', 'acme',
        '{"enrollmentId": "e4", "contactId": "c1", "campaignId": "k1"}', 'key-2')},
 		extra_params => [ '-U', 'mallory' ]);
 	is($ret, 0, 'the owner emitted with parallel workers asked for');
+	my ($leader) = split /\n/, $out;
+	my @backends = $err =~ /norm\(\) ran in backend (\d+)/g;
+	ok( (grep { $_ != $leader } @backends),
+		'a parallel worker ran the query of the check');
 	unlike($err, qr/look-alike/,
 		'no look-alike ran in a parallel worker beneath emit()');
 }
+sql('ALTER TABLE webhooks.events DROP CONSTRAINT company_known');
 
 # a superuser's migration fires emit_trigger(), in both argument forms
 sql(q{
