@@ -24,10 +24,13 @@ END;
 $$;
 
 -- Wait until no delivery is pending in tbl (webhooks.deliveries, or the
--- hand-written outbox's bench.outbox), looking every 10 ms, each look in a
+-- hand-written outbox's bench.outbox), looking every 100 ms, each look in a
 -- transaction of its own so that no snapshot is held in between.  done_at
--- is the time of the look that found none left (nothing is subtracted);
--- pending is what was left when timeout_s ran out, 0 otherwise.
+-- is the time of the look that found none left; pending is what was left
+-- when timeout_s ran out, 0 otherwise.  A drain's end is not done_at but
+-- the commit of the last write to its rows (drained in bench/run), so the
+-- looks can be few: each costs the drain it watches CPU, and a look at
+-- bench.outbox cost it more than one at webhooks.deliveries.
 CREATE PROCEDURE bench.wait_drained(timeout_s double precision,
                                     tbl text DEFAULT 'webhooks.deliveries',
                                     INOUT done_at timestamptz DEFAULT NULL,
@@ -54,7 +57,7 @@ BEGIN
             RETURN;
         END IF;
         COMMIT;
-        PERFORM pg_sleep(0.01);
+        PERFORM pg_sleep(0.1);
         COMMIT;
     END LOOP;
 END;
