@@ -16,7 +16,7 @@ in one is shown as "(static, in F)", F the first named function above it.
 
   perf script -F comm,pid,ip,sym,dso | profile.py --deliveries N
       --frequency HZ --workers PIDS --server PIDS --nginx PIDS
-      [--seconds S --cpus N]
+      [--seconds S --drain-seconds S --cpus N]
 """
 
 import argparse
@@ -136,8 +136,11 @@ def main():
     parser.add_argument("--server", default="")
     parser.add_argument("--nginx", default="")
     parser.add_argument("--seconds", type=float, default=0,
-                        help="how long the drain took: with --cpus, says "
-                        "what share of it the samples cover")
+                        help="how long perf sampled: with --cpus, says "
+                        "what share of the samples due it got")
+    parser.add_argument("--drain-seconds", type=float, default=0,
+                        help="how long the drain took, from its commit to "
+                        "its last outcome's")
     parser.add_argument("--cpus", type=int, default=0)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--label", default="konvox_webhooks workers",
@@ -210,12 +213,10 @@ def main():
               total, args.frequency, args.deliveries, total * us))
     if args.seconds > 0 and args.cpus > 0:
         expected = args.seconds * args.cpus * args.frequency
-        print("The drain took %.2f s: %d CPUs at %g Hz would give %d "
-              "samples; these are %.1f%% of them (%.2f CPU us per delivery "
-              "on every CPU all the drain long)" % (
-                  args.seconds, args.cpus, args.frequency, expected,
-                  100.0 * total / expected,
-                  args.seconds * args.cpus * 1e6 / args.deliveries))
+        print("perf sampled for %.2f s (the drain took %.2f s of them): "
+              "%d CPUs at %g Hz would give %d samples; these are %.1f%% of "
+              "them" % (args.seconds, args.drain_seconds, args.cpus,
+                        args.frequency, expected, 100.0 * total / expected))
     table("By process group (share of all samples)", groups, total)
     nw = groups[args.label] or 1
     ours = args.label == "konvox_webhooks workers"
