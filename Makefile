@@ -28,6 +28,8 @@ PG_CPPFLAGS = $(shell curl-config --cflags 2>/dev/null)
 # own headers (ilist.h, bufpage.h, fmgr.h) would warn 39 times
 PG_CFLAGS = -Wextra -Wno-unused-parameter
 SHLIB_LINK = $(shell curl-config --libs 2>/dev/null || echo -lcurl)
+# signing uses OpenSSL's HMAC when PostgreSQL was built with it
+SHLIB_LINK += $(filter -lcrypto, $(LIBS))
 
 EXTRA_CLEAN = tmp_check_regress test/node_modules
 

@@ -43,6 +43,11 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#ifdef USE_OPENSSL
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#endif
+
 #include "konvox_webhooks.h"
 
 PG_MODULE_MAGIC;
@@ -55,6 +60,9 @@ PG_MODULE_MAGIC;
 #define KW_SECRET_MAX_BYTES	64
 
 #define KW_SECRET_PREFIX	"whsec_"
+
+/* Longer than any secret kw_secret_key() takes: the prefix and 96 more. */
+#define KW_SECRET_MAX_TEXT	128
 
 /* Settings */
 char	   *kw_database_name = NULL;
@@ -511,11 +519,112 @@ kw_secret_key(const char *secret, uint8 *key, int keysize)
 	return pg_b64_decode(encoded, strlen(encoded), key, keysize);
 }
 
+#ifdef USE_OPENSSL
+
+/*
+ * HMAC contexts keyed once: a worker signs request after request with the
+ * same secret (two while a rotation overlaps), and keying, which hashes the
+ * key twice and sets up three digests, costs as much as hashing a body.
+ * OpenSSL reuses a context's key when it is initialized again without one.
+ * The contexts live as long as the process.
+ */
+#define KW_HMAC_SLOTS 2
+
+typedef struct KwHmacSlot
+{
+	HMAC_CTX   *ctx;
+	char		secret[KW_SECRET_MAX_TEXT + 1]; /* the secret it holds, or "" */
+} KwHmacSlot;
+
+static KwHmacSlot kw_hmac_slots[KW_HMAC_SLOTS];
+static int	kw_hmac_last = 0;
+
+/*
+ * An HMAC-SHA256 context ready for a message signed with secret, or NULL
+ * when the secret is not of the right form or OpenSSL fails.
+ */
+static HMAC_CTX *
+kw_hmac_for(const char *secret)
+{
+	uint8		key[KW_SECRET_MAX_BYTES + 8];
+	int			keylen;
+	KwHmacSlot *slot;
+
+	for (int i = 0; i < KW_HMAC_SLOTS; i++)
+	{
+		slot = &kw_hmac_slots[(kw_hmac_last + i) % KW_HMAC_SLOTS];
+		if (slot->ctx != NULL && strcmp(slot->secret, secret) == 0)
+		{
+			kw_hmac_last = slot - kw_hmac_slots;
+			if (HMAC_Init_ex(slot->ctx, NULL, 0, NULL, NULL) == 1)
+				return slot->ctx;
+			slot->secret[0] = '\0';
+			return NULL;
+		}
+	}
+
+	/* not held: key the slot used least lately */
+	kw_hmac_last = (kw_hmac_last + 1) % KW_HMAC_SLOTS;
+	slot = &kw_hmac_slots[kw_hmac_last];
+	slot->secret[0] = '\0';
+	if (strlen(secret) > KW_SECRET_MAX_TEXT)
+		return NULL;			/* kw_secret_key() refuses it too */
+	keylen = kw_secret_key(secret, key, sizeof(key));
+	if (keylen <= 0)
+		return NULL;
+	if (slot->ctx == NULL && (slot->ctx = HMAC_CTX_new()) == NULL)
+		return NULL;
+	if (HMAC_Init_ex(slot->ctx, key, keylen, EVP_sha256(), NULL) != 1)
+		return NULL;
+	strcpy(slot->secret, secret);
+	return slot->ctx;
+}
+
 /*
  * Append the Standard Webhooks signature of one message to out:
  * "v1," + base64(HMAC-SHA256(key, msg_id "." timestamp "." body)), where
  * key is the base64-decoded part of secret after "whsec_".  Returns false,
  * appending nothing, when the secret is not of that form.
+ */
+bool
+kw_sign(StringInfo out, const char *secret, const char *msg_id,
+		int64 timestamp, const char *body, int body_len)
+{
+	HMAC_CTX   *ctx = kw_hmac_for(secret);
+	uint8		mac[PG_SHA256_DIGEST_LENGTH];
+	unsigned int maclen = 0;
+	char		b64[64];
+	char		ts[32];
+	int			b64len;
+
+	if (ctx == NULL)
+		return false;
+	snprintf(ts, sizeof(ts), INT64_FORMAT, timestamp);
+	if (HMAC_Update(ctx, (const uint8 *) msg_id, strlen(msg_id)) != 1 ||
+		HMAC_Update(ctx, (const uint8 *) ".", 1) != 1 ||
+		HMAC_Update(ctx, (const uint8 *) ts, strlen(ts)) != 1 ||
+		HMAC_Update(ctx, (const uint8 *) ".", 1) != 1 ||
+		HMAC_Update(ctx, (const uint8 *) body, body_len) != 1 ||
+		HMAC_Final(ctx, mac, &maclen) != 1 ||
+		maclen != sizeof(mac))
+		return false;
+
+	b64len = pg_b64_encode(mac, sizeof(mac), b64, sizeof(b64));
+	if (b64len < 0)
+		return false;
+	appendStringInfoString(out, "v1,");
+	appendBinaryStringInfo(out, b64, b64len);
+	return true;
+}
+
+#else							/* !USE_OPENSSL */
+
+/*
+ * Append the Standard Webhooks signature of one message to out:
+ * "v1," + base64(HMAC-SHA256(key, msg_id "." timestamp "." body)), where
+ * key is the base64-decoded part of secret after "whsec_".  Returns false,
+ * appending nothing, when the secret is not of that form.  Without OpenSSL,
+ * PostgreSQL's own HMAC keys each message afresh.
  */
 bool
 kw_sign(StringInfo out, const char *secret, const char *msg_id,
@@ -555,6 +664,8 @@ kw_sign(StringInfo out, const char *secret, const char *msg_id,
 	appendBinaryStringInfo(out, b64, b64len);
 	return true;
 }
+
+#endif							/* USE_OPENSSL */
 
 /*
  * Decode the key of a secret, or raise the error a bad secret deserves.

@@ -13,6 +13,21 @@ SELECT webhooks.sign('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
                      '{"test": 2432232314}')
        = 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=' AS matches_spec;
 
+-- secrets taken in turn, each signature checked against one computed
+-- elsewhere (Python's hmac): a signer that keeps keyed contexts must
+-- never sign with the secret of another row
+SELECT i, webhooks.sign(secret, 'msg_p5jXN8AQM9LWM0D4loKWxJek', 1614265330,
+                        '{"test": 2432232314}') = expected AS matches
+  FROM (VALUES (1, 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE='),
+               (2, 'whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=', 'v1,O4Gjv1HqPqsMrjmczoggs/sWA8gZD0VyHG+fLh4+ktI='),
+               (3, 'whsec_ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoOEhYaHiImKi4yNjo+QkZKTlJWWl5iZmpucnZ6foKGiow==', 'v1,dOfvwHGutCqTvIRpez5fVdoC6sJYW37FZx0BL2hhQok='),
+               (4, 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE='),
+               (5, 'whsec_ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoOEhYaHiImKi4yNjo+QkZKTlJWWl5iZmpucnZ6foKGiow==', 'v1,dOfvwHGutCqTvIRpez5fVdoC6sJYW37FZx0BL2hhQok='),
+               (6, 'whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=', 'v1,O4Gjv1HqPqsMrjmczoggs/sWA8gZD0VyHG+fLh4+ktI='),
+               (7, 'whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=', 'v1,O4Gjv1HqPqsMrjmczoggs/sWA8gZD0VyHG+fLh4+ktI='),
+               (8, 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE='))
+       AS v(i, secret, expected);
+
 -- any change to the id, the timestamp or the body changes it
 SELECT webhooks.sign('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
                      'msg_p5jXN8AQM9LWM0D4loKWxJeK', 1614265330,
