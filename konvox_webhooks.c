@@ -43,9 +43,14 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+/* OpenSSL's HMAC with its contexts kept, from OpenSSL 1.1 on */
 #ifdef USE_OPENSSL
+#include <openssl/opensslv.h>
+#if OPENSSL_VERSION_NUMBER >= 0x10100000L
+#define KW_OPENSSL_HMAC
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#endif
 #endif
 
 #include "konvox_webhooks.h"
@@ -519,29 +524,40 @@ kw_secret_key(const char *secret, uint8 *key, int keysize)
 	return pg_b64_decode(encoded, strlen(encoded), key, keysize);
 }
 
-#ifdef USE_OPENSSL
+#ifdef KW_OPENSSL_HMAC
 
 /*
- * HMAC contexts keyed once: a worker signs request after request with the
- * same secret (two while a rotation overlaps), and keying, which hashes the
- * key twice and sets up three digests, costs as much as hashing a body.
- * OpenSSL reuses a context's key when it is initialized again without one.
- * The contexts live as long as the process.
+ * HMAC contexts keyed once, in the delivery workers: a worker signs request
+ * after request with the same secret (two while a rotation overlaps), and
+ * keying, which hashes the key twice and sets up three digests, costs as
+ * much as hashing a body.  OpenSSL reuses a context's key when it is
+ * initialized again without one.  Other processes key a context for each
+ * signature and free it at once, so that no backend keeps a secret.
  */
 #define KW_HMAC_SLOTS 2
 
 typedef struct KwHmacSlot
 {
-	HMAC_CTX   *ctx;
-	char		secret[KW_SECRET_MAX_TEXT + 1]; /* the secret it holds, or "" */
+	HMAC_CTX   *ctx;			/* keyed with secret, or NULL */
+	char		secret[KW_SECRET_MAX_TEXT + 1];
 } KwHmacSlot;
 
 static KwHmacSlot kw_hmac_slots[KW_HMAC_SLOTS];
-static int	kw_hmac_last = 0;
+static int	kw_hmac_last = 0;	/* the slot used last */
+
+/* Free a slot's context, and with it the key. */
+static void
+kw_hmac_drop(KwHmacSlot *slot)
+{
+	HMAC_CTX_free(slot->ctx);
+	slot->ctx = NULL;
+	explicit_bzero(slot->secret, sizeof(slot->secret));
+}
 
 /*
  * An HMAC-SHA256 context ready for a message signed with secret, or NULL
- * when the secret is not of the right form or OpenSSL fails.
+ * when the secret is not of the right form or OpenSSL fails.  Only a slot
+ * with a context keyed with that very secret is ever taken.
  */
 static HMAC_CTX *
 kw_hmac_for(const char *secret)
@@ -550,32 +566,40 @@ kw_hmac_for(const char *secret)
 	int			keylen;
 	KwHmacSlot *slot;
 
+	StaticAssertStmt(KW_HMAC_SLOTS == 2,
+					 "the slot keyed anew is the one not used last");
+
 	for (int i = 0; i < KW_HMAC_SLOTS; i++)
 	{
-		slot = &kw_hmac_slots[(kw_hmac_last + i) % KW_HMAC_SLOTS];
+		slot = &kw_hmac_slots[i];
 		if (slot->ctx != NULL && strcmp(slot->secret, secret) == 0)
 		{
-			kw_hmac_last = slot - kw_hmac_slots;
+			kw_hmac_last = i;
 			if (HMAC_Init_ex(slot->ctx, NULL, 0, NULL, NULL) == 1)
 				return slot->ctx;
-			slot->secret[0] = '\0';
+			kw_hmac_drop(slot);
 			return NULL;
 		}
 	}
 
-	/* not held: key the slot used least lately */
-	kw_hmac_last = (kw_hmac_last + 1) % KW_HMAC_SLOTS;
+	/* not held: key the slot not used last */
+	kw_hmac_last = 1 - kw_hmac_last;
 	slot = &kw_hmac_slots[kw_hmac_last];
-	slot->secret[0] = '\0';
+	kw_hmac_drop(slot);
 	if (strlen(secret) > KW_SECRET_MAX_TEXT)
 		return NULL;			/* kw_secret_key() refuses it too */
 	keylen = kw_secret_key(secret, key, sizeof(key));
 	if (keylen <= 0)
 		return NULL;
-	if (slot->ctx == NULL && (slot->ctx = HMAC_CTX_new()) == NULL)
+	slot->ctx = HMAC_CTX_new();
+	if (slot->ctx == NULL ||
+		HMAC_Init_ex(slot->ctx, key, keylen, EVP_sha256(), NULL) != 1)
+	{
+		kw_hmac_drop(slot);
+		explicit_bzero(key, sizeof(key));
 		return NULL;
-	if (HMAC_Init_ex(slot->ctx, key, keylen, EVP_sha256(), NULL) != 1)
-		return NULL;
+	}
+	explicit_bzero(key, sizeof(key));
 	strcpy(slot->secret, secret);
 	return slot->ctx;
 }
@@ -596,17 +620,24 @@ kw_sign(StringInfo out, const char *secret, const char *msg_id,
 	char		b64[64];
 	char		ts[32];
 	int			b64len;
+	bool		ok;
 
-	if (ctx == NULL)
-		return false;
 	snprintf(ts, sizeof(ts), INT64_FORMAT, timestamp);
-	if (HMAC_Update(ctx, (const uint8 *) msg_id, strlen(msg_id)) != 1 ||
-		HMAC_Update(ctx, (const uint8 *) ".", 1) != 1 ||
-		HMAC_Update(ctx, (const uint8 *) ts, strlen(ts)) != 1 ||
-		HMAC_Update(ctx, (const uint8 *) ".", 1) != 1 ||
-		HMAC_Update(ctx, (const uint8 *) body, body_len) != 1 ||
-		HMAC_Final(ctx, mac, &maclen) != 1 ||
-		maclen != sizeof(mac))
+	ok = (ctx != NULL &&
+		  HMAC_Update(ctx, (const uint8 *) msg_id, strlen(msg_id)) == 1 &&
+		  HMAC_Update(ctx, (const uint8 *) ".", 1) == 1 &&
+		  HMAC_Update(ctx, (const uint8 *) ts, strlen(ts)) == 1 &&
+		  HMAC_Update(ctx, (const uint8 *) ".", 1) == 1 &&
+		  HMAC_Update(ctx, (const uint8 *) body, body_len) == 1 &&
+		  HMAC_Final(ctx, mac, &maclen) == 1 &&
+		  maclen == sizeof(mac));
+	/* only the delivery workers keep keyed contexts */
+	if (!kw_in_delivery_worker)
+	{
+		for (int i = 0; i < KW_HMAC_SLOTS; i++)
+			kw_hmac_drop(&kw_hmac_slots[i]);
+	}
+	if (!ok)
 		return false;
 
 	b64len = pg_b64_encode(mac, sizeof(mac), b64, sizeof(b64));
@@ -617,14 +648,14 @@ kw_sign(StringInfo out, const char *secret, const char *msg_id,
 	return true;
 }
 
-#else							/* !USE_OPENSSL */
+#else							/* !KW_OPENSSL_HMAC */
 
 /*
  * Append the Standard Webhooks signature of one message to out:
  * "v1," + base64(HMAC-SHA256(key, msg_id "." timestamp "." body)), where
  * key is the base64-decoded part of secret after "whsec_".  Returns false,
- * appending nothing, when the secret is not of that form.  Without OpenSSL,
- * PostgreSQL's own HMAC keys each message afresh.
+ * appending nothing, when the secret is not of that form.  Without OpenSSL
+ * 1.1 or later, PostgreSQL's own HMAC keys each message afresh.
  */
 bool
 kw_sign(StringInfo out, const char *secret, const char *msg_id,
@@ -665,7 +696,7 @@ kw_sign(StringInfo out, const char *secret, const char *msg_id,
 	return true;
 }
 
-#endif							/* USE_OPENSSL */
+#endif							/* KW_OPENSSL_HMAC */
 
 /*
  * Decode the key of a secret, or raise the error a bad secret deserves.

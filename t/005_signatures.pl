@@ -695,4 +695,40 @@ header_is(
 	$bad_req->{body}, [ secret_of($ep_bad) ],
 	'once rotated, the retry goes out signed with the new secret');
 
+# An empty secret, written the same way, after deliveries signed with other
+# secrets: the workers keep contexts keyed with the secrets they signed
+# with last, and an empty secret must never be taken for one of them, on
+# the first attempt or on the retries (the first attempt's failure once
+# left a context keyed with another endpoint's secret under an empty name).
+my $ep_empty = $node->safe_psql('postgres',
+	    "SELECT id FROM webhooks.create_endpoint('emptysecret', '"
+	  . receiver_url($r, '/emptysecret')
+	  . "', ARRAY['contact.replied'])");
+$node->safe_psql(
+	'postgres', qq{
+SET session_replication_role = replica;
+UPDATE webhooks.endpoints SET secret = '' WHERE id = $ep_empty;
+});
+my $empty_event = $node->safe_psql('postgres',
+	q{SELECT webhooks.emit('contact.replied', 'emptysecret', '{"contactId": "c1", "channel": "email"}')}
+);
+need(
+	$node->poll_query_until(
+		'postgres',
+		"SELECT status <> 'pending' FROM webhooks.deliveries WHERE event_id = '$empty_event'"
+	),
+	'the delivery with the empty secret is finished');
+is( $node->safe_psql(
+		'postgres', qq{
+SELECT d.status || '|' || count(*) || '|'
+       || count(*) FILTER (WHERE a.status_code IS NULL
+                             AND a.error LIKE 'not sent: the endpoint''s secret is not a valid signing secret%')
+  FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+ WHERE d.event_id = '$empty_event'
+ GROUP BY d.status}),
+	'failed|3|3',
+	'an empty secret: failed after three attempts, none sent, each saying why');
+is(scalar(grep { $_->{path} eq '/emptysecret' } receiver_log($r)),
+	0, 'the receiver of the endpoint with the empty secret got nothing');
+
 done_testing();
