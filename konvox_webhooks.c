@@ -605,6 +605,70 @@ kw_hmac_for(const char *secret)
 }
 
 /*
+ * HMAC-SHA256 of msg_id "." ts "." body, keyed with secret, into mac
+ * (PG_SHA256_DIGEST_LENGTH bytes).  Returns false when the secret is not
+ * of the right form or OpenSSL fails.
+ */
+static bool
+kw_hmac_message(const char *secret, const char *msg_id, const char *ts,
+				const char *body, int body_len, uint8 *mac)
+{
+	HMAC_CTX   *ctx = kw_hmac_for(secret);
+	unsigned int maclen = 0;
+	bool		ok;
+
+	ok = (ctx != NULL &&
+		  HMAC_Update(ctx, (const uint8 *) msg_id, strlen(msg_id)) == 1 &&
+		  HMAC_Update(ctx, (const uint8 *) ".", 1) == 1 &&
+		  HMAC_Update(ctx, (const uint8 *) ts, strlen(ts)) == 1 &&
+		  HMAC_Update(ctx, (const uint8 *) ".", 1) == 1 &&
+		  HMAC_Update(ctx, (const uint8 *) body, body_len) == 1 &&
+		  HMAC_Final(ctx, mac, &maclen) == 1 &&
+		  maclen == PG_SHA256_DIGEST_LENGTH);
+	/* only the delivery workers keep keyed contexts */
+	if (!kw_in_delivery_worker)
+	{
+		for (int i = 0; i < KW_HMAC_SLOTS; i++)
+			kw_hmac_drop(&kw_hmac_slots[i]);
+	}
+	return ok;
+}
+
+#else							/* !KW_OPENSSL_HMAC */
+
+/*
+ * HMAC-SHA256 of msg_id "." ts "." body, keyed with secret, into mac
+ * (PG_SHA256_DIGEST_LENGTH bytes), with PostgreSQL's own HMAC, keyed for
+ * each message.  Returns false when the secret is not of the right form
+ * or the HMAC fails.
+ */
+static bool
+kw_hmac_message(const char *secret, const char *msg_id, const char *ts,
+				const char *body, int body_len, uint8 *mac)
+{
+	uint8		key[KW_SECRET_MAX_BYTES + 8];
+	int			keylen = kw_secret_key(secret, key, sizeof(key));
+	pg_hmac_ctx *ctx;
+	bool		ok;
+
+	if (keylen <= 0)
+		return false;
+	ctx = pg_hmac_create(PG_SHA256);
+	ok = (ctx != NULL &&
+		  pg_hmac_init(ctx, key, keylen) >= 0 &&
+		  pg_hmac_update(ctx, (const uint8 *) msg_id, strlen(msg_id)) >= 0 &&
+		  pg_hmac_update(ctx, (const uint8 *) ".", 1) >= 0 &&
+		  pg_hmac_update(ctx, (const uint8 *) ts, strlen(ts)) >= 0 &&
+		  pg_hmac_update(ctx, (const uint8 *) ".", 1) >= 0 &&
+		  pg_hmac_update(ctx, (const uint8 *) body, body_len) >= 0 &&
+		  pg_hmac_final(ctx, mac, PG_SHA256_DIGEST_LENGTH) >= 0);
+	pg_hmac_free(ctx);
+	return ok;
+}
+
+#endif							/* KW_OPENSSL_HMAC */
+
+/*
  * Append the Standard Webhooks signature of one message to out:
  * "v1," + base64(HMAC-SHA256(key, msg_id "." timestamp "." body)), where
  * key is the base64-decoded part of secret after "whsec_".  Returns false,
@@ -614,32 +678,14 @@ bool
 kw_sign(StringInfo out, const char *secret, const char *msg_id,
 		int64 timestamp, const char *body, int body_len)
 {
-	HMAC_CTX   *ctx = kw_hmac_for(secret);
 	uint8		mac[PG_SHA256_DIGEST_LENGTH];
-	unsigned int maclen = 0;
 	char		b64[64];
 	char		ts[32];
 	int			b64len;
-	bool		ok;
 
 	snprintf(ts, sizeof(ts), INT64_FORMAT, timestamp);
-	ok = (ctx != NULL &&
-		  HMAC_Update(ctx, (const uint8 *) msg_id, strlen(msg_id)) == 1 &&
-		  HMAC_Update(ctx, (const uint8 *) ".", 1) == 1 &&
-		  HMAC_Update(ctx, (const uint8 *) ts, strlen(ts)) == 1 &&
-		  HMAC_Update(ctx, (const uint8 *) ".", 1) == 1 &&
-		  HMAC_Update(ctx, (const uint8 *) body, body_len) == 1 &&
-		  HMAC_Final(ctx, mac, &maclen) == 1 &&
-		  maclen == sizeof(mac));
-	/* only the delivery workers keep keyed contexts */
-	if (!kw_in_delivery_worker)
-	{
-		for (int i = 0; i < KW_HMAC_SLOTS; i++)
-			kw_hmac_drop(&kw_hmac_slots[i]);
-	}
-	if (!ok)
+	if (!kw_hmac_message(secret, msg_id, ts, body, body_len, mac))
 		return false;
-
 	b64len = pg_b64_encode(mac, sizeof(mac), b64, sizeof(b64));
 	if (b64len < 0)
 		return false;
@@ -647,56 +693,6 @@ kw_sign(StringInfo out, const char *secret, const char *msg_id,
 	appendBinaryStringInfo(out, b64, b64len);
 	return true;
 }
-
-#else							/* !KW_OPENSSL_HMAC */
-
-/*
- * Append the Standard Webhooks signature of one message to out:
- * "v1," + base64(HMAC-SHA256(key, msg_id "." timestamp "." body)), where
- * key is the base64-decoded part of secret after "whsec_".  Returns false,
- * appending nothing, when the secret is not of that form.  Without OpenSSL
- * 1.1 or later, PostgreSQL's own HMAC keys each message afresh.
- */
-bool
-kw_sign(StringInfo out, const char *secret, const char *msg_id,
-		int64 timestamp, const char *body, int body_len)
-{
-	uint8		key[KW_SECRET_MAX_BYTES + 8];
-	int			keylen = kw_secret_key(secret, key, sizeof(key));
-	uint8		mac[PG_SHA256_DIGEST_LENGTH];
-	char		b64[64];
-	char		ts[32];
-	int			b64len;
-	pg_hmac_ctx *ctx;
-
-	if (keylen <= 0)
-		return false;
-
-	snprintf(ts, sizeof(ts), INT64_FORMAT, timestamp);
-	ctx = pg_hmac_create(PG_SHA256);
-	if (ctx == NULL ||
-		pg_hmac_init(ctx, key, keylen) < 0 ||
-		pg_hmac_update(ctx, (const uint8 *) msg_id, strlen(msg_id)) < 0 ||
-		pg_hmac_update(ctx, (const uint8 *) ".", 1) < 0 ||
-		pg_hmac_update(ctx, (const uint8 *) ts, strlen(ts)) < 0 ||
-		pg_hmac_update(ctx, (const uint8 *) ".", 1) < 0 ||
-		pg_hmac_update(ctx, (const uint8 *) body, body_len) < 0 ||
-		pg_hmac_final(ctx, mac, sizeof(mac)) < 0)
-	{
-		pg_hmac_free(ctx);
-		return false;
-	}
-	pg_hmac_free(ctx);
-
-	b64len = pg_b64_encode(mac, sizeof(mac), b64, sizeof(b64));
-	if (b64len < 0)
-		return false;
-	appendStringInfoString(out, "v1,");
-	appendBinaryStringInfo(out, b64, b64len);
-	return true;
-}
-
-#endif							/* KW_OPENSSL_HMAC */
 
 /*
  * Decode the key of a secret, or raise the error a bad secret deserves.

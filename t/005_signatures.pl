@@ -649,23 +649,34 @@ is_deeply([ $during, $after ], [ 204, 400 ],
 	'docs: a receiver on the old secret accepts during the overlap, refuses after a rotation without one'
 );
 
-# Signing fails closed.  A secret that cannot be decoded (written with the
-# endpoint's checks bypassed, as a restore with triggers disabled does) is
-# never a reason to send unsigned: the attempt is a failure that says why,
-# the receiver gets nothing, and once the endpoint has a valid secret the
-# retry goes out signed with it.
-my $ep_bad = $node->safe_psql('postgres',
-	    "SELECT id FROM webhooks.create_endpoint('badsecret', '"
-	  . receiver_url($r, '/badsecret')
-	  . "', ARRAY['contact.replied'])");
-$node->safe_psql(
-	'postgres', qq{
+# An endpoint of company $name, at /$name of the receiver, whose secret is
+# then set to $secret with the endpoint's checks bypassed (as a restore
+# with triggers disabled does), and an event emitted to it: its id and the
+# event's.
+sub endpoint_with_secret
+{
+	my ($name, $secret) = @_;
+	my $ep = $node->safe_psql('postgres',
+		    "SELECT id FROM webhooks.create_endpoint('$name', '"
+		  . receiver_url($r, "/$name")
+		  . "', ARRAY['contact.replied'])");
+	$node->safe_psql(
+		'postgres', qq{
 SET session_replication_role = replica;
-UPDATE webhooks.endpoints SET secret = 'not a whsec_ secret' WHERE id = $ep_bad;
+UPDATE webhooks.endpoints SET secret = '$secret' WHERE id = $ep;
 });
-my $bad_event = $node->safe_psql('postgres',
-	q{SELECT webhooks.emit('contact.replied', 'badsecret', '{"contactId": "c1", "channel": "email"}')}
-);
+	my $event = $node->safe_psql('postgres',
+		qq{SELECT webhooks.emit('contact.replied', '$name', '{"contactId": "c1", "channel": "email"}')}
+	);
+	return ($ep, $event);
+}
+
+# Signing fails closed.  A secret that cannot be decoded is never a reason
+# to send unsigned: the attempt is a failure that says why, the receiver
+# gets nothing, and once the endpoint has a valid secret the retry goes out
+# signed with it.
+my ($ep_bad, $bad_event) =
+  endpoint_with_secret('badsecret', 'not a whsec_ secret');
 need(
 	$node->poll_query_until(
 		'postgres',
@@ -695,23 +706,12 @@ header_is(
 	$bad_req->{body}, [ secret_of($ep_bad) ],
 	'once rotated, the retry goes out signed with the new secret');
 
-# An empty secret, written the same way, after deliveries signed with other
-# secrets: the workers keep contexts keyed with the secrets they signed
-# with last, and an empty secret must never be taken for one of them, on
-# the first attempt or on the retries (the first attempt's failure once
-# left a context keyed with another endpoint's secret under an empty name).
-my $ep_empty = $node->safe_psql('postgres',
-	    "SELECT id FROM webhooks.create_endpoint('emptysecret', '"
-	  . receiver_url($r, '/emptysecret')
-	  . "', ARRAY['contact.replied'])");
-$node->safe_psql(
-	'postgres', qq{
-SET session_replication_role = replica;
-UPDATE webhooks.endpoints SET secret = '' WHERE id = $ep_empty;
-});
-my $empty_event = $node->safe_psql('postgres',
-	q{SELECT webhooks.emit('contact.replied', 'emptysecret', '{"contactId": "c1", "channel": "email"}')}
-);
+# An empty secret, after deliveries signed with other secrets: the workers
+# keep contexts keyed with the secrets they signed with last, and an empty
+# secret must never be taken for one of them, on the first attempt or on
+# the retries (the first attempt's failure once left a context keyed with
+# another endpoint's secret under an empty name).
+my (undef, $empty_event) = endpoint_with_secret('emptysecret', '');
 need(
 	$node->poll_query_until(
 		'postgres',
